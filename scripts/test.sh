@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: environment, lint, unit tests, workflow tests.
+#   bash scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-env.sh --dev
+export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+
+echo "== lint: ruff, snakefmt, snakemake --lint" >&2
+ruff check .
+ruff format --check .
+snakefmt --check Snakefile workflow/rules
+snakemake --lint --cores 1 >/dev/null || { snakemake --lint --cores 1; exit 1; }
+
+echo "== tests: pytest" >&2
+status=0
+python -m pytest "$@" || status=$?
+# pytest exits 5 when it collected no test: that is a failure of the suite, say so.
+if [[ $status -eq 5 ]]; then
+    echo "test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+exit $status

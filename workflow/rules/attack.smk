@@ -1,0 +1,58 @@
+rule attack:
+    """Every evaluation attack on one target model, calibrated on the shadow models only."""
+    input:
+        split=results("{dataset}/split.csv"),
+        model=results(
+            "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
+        ),
+        shadow=shadow_signals,
+    output:
+        table=results("{dataset}/{method}/density{density}/seed{seed}/attacks.csv"),
+        signals=results("{dataset}/{method}/density{density}/seed{seed}/signals.csv"),
+        scores=results("{dataset}/{method}/density{density}/seed{seed}/scores.csv"),
+    log:
+        results("logs/attack/{dataset}_{method}_density{density}_seed{seed}.log"),
+    benchmark:
+        results("benchmarks/attack/{dataset}_{method}_density{density}_seed{seed}.tsv")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        config=lambda w: section_json("evaluation", dataset=w.dataset),
+    shell:
+        "python -m safecompress.evaluate --dataset {wildcards.dataset} --split {input.split}"
+        " --model {input.model} --shadow-signals {input.shadow} --seed {wildcards.seed}"
+        " --out-dir $(dirname {output.table}) --data {params.config[data]:q}"
+        " --evaluation {params.config[evaluation]:q} > {log} 2>&1"
+
+
+rule summarize:
+    """summary.csv (every model x attack) and the paper-style mean ± sd tables."""
+    input:
+        attack_tables,
+    output:
+        summary=report(
+            results("tables/summary.csv"),
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+        paper=results("tables/paper_table.csv"),
+        markdown=report(
+            results("tables/paper_table.md"),
+            caption="../report/paper_table.rst",
+            category="Tables",
+        ),
+    log:
+        results("logs/summarize.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    shell:
+        "python -m safecompress.summarize --inputs {input} --summary {output.summary}"
+        " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"

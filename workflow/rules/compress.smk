@@ -1,0 +1,38 @@
+rule compress:
+    """One sparse model per method x density x seed."""
+    input:
+        split=results("{dataset}/split.csv"),
+        dense=dense_model_if_pruned,
+    output:
+        model=results(
+            "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
+        ),
+        history=results("{dataset}/{method}/density{density}/seed{seed}/history.csv"),
+        updates=results("{dataset}/{method}/density{density}/seed{seed}/updates.csv"),
+    log:
+        results("logs/compress/{dataset}_{method}_density{density}_seed{seed}.log"),
+    benchmark:
+        results(
+            "benchmarks/compress/{dataset}_{method}_density{density}_seed{seed}.tsv"
+        )
+    wildcard_constraints:
+        method="|".join(METHODS),
+    conda:
+        ENV
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpu"],
+    params:
+        dense=lambda w, input: f"--dense {input.dense}" if input.dense else "",
+        config=lambda w: section_json(
+            "model", "train", "sparse", "safecompress", dataset=w.dataset
+        ),
+    shell:
+        "python -m safecompress.compress --dataset {wildcards.dataset} --split {input.split}"
+        " --method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed}"
+        " {params.dense} --out-dir $(dirname {output.model})"
+        " --data {params.config[data]:q} --model {params.config[model]:q}"
+        " --train {params.config[train]:q} --sparse {params.config[sparse]:q}"
+        " --safecompress {params.config[safecompress]:q} > {log} 2>&1"

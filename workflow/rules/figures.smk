@@ -1,0 +1,88 @@
+# Figures: each a PNG for reading and a PDF for papers, one style (safecompress.plots).
+
+
+rule figure_accuracy:
+    input:
+        summary=results("tables/summary.csv"),
+    output:
+        **figure_outputs("accuracy_vs_density", "accuracy_vs_density"),
+    log:
+        results("logs/figures/accuracy_vs_density.log"),
+    conda:
+        ENV
+    shell:
+        "python -m safecompress.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
+
+
+rule figure_attack:
+    input:
+        summary=results("tables/summary.csv"),
+    output:
+        **figure_outputs("{metric}_vs_density", "attack_vs_density"),
+    log:
+        results("logs/figures/{metric}_vs_density.log"),
+    wildcard_constraints:
+        metric="auc|tpr",
+    conda:
+        ENV
+    params:
+        metric=lambda w: {"auc": "auc", "tpr": "tpr_at_1pct_fpr"}[w.metric],
+    shell:
+        "python -m safecompress.figures attack --summary {input.summary} --metric {params.metric}"
+        " --out {output.png} > {log} 2>&1"
+
+
+rule figure_tradeoff:
+    input:
+        summary=results("tables/summary.csv"),
+    output:
+        **figure_outputs("tradeoff", "tradeoff"),
+    log:
+        results("logs/figures/tradeoff.log"),
+    conda:
+        ENV
+    params:
+        attack=config["evaluation"]["tradeoff_attack"],
+    shell:
+        "python -m safecompress.figures tradeoff --summary {input.summary} --attack {params.attack}"
+        " --out {output.png} > {log} 2>&1"
+
+
+rule figure_training:
+    input:
+        lambda w: [
+            results(f"{w.dataset}/{m}/density{d}/seed{s}/history.csv")
+            for m, d, s, _ in model_labels(w.dataset)
+        ],
+    output:
+        **figure_outputs("{dataset}/training_curves", "training_curves"),
+    log:
+        results("logs/figures/{dataset}_training_curves.log"),
+    conda:
+        ENV
+    params:
+        labels=lambda w: [label for *_, label in model_labels(w.dataset)],
+    shell:
+        "python -m safecompress.figures training --history {input} --label {params.labels:q}"
+        " --out {output.png} > {log} 2>&1"
+
+
+rule figure_roc:
+    input:
+        lambda w: [
+            results(f"{w.dataset}/{m}/density{d}/seed{s}/scores.csv")
+            for m, d, s, _ in model_labels(w.dataset)
+        ],
+    output:
+        **figure_outputs("{dataset}/roc", "roc"),
+    log:
+        results("logs/figures/{dataset}_roc.log"),
+    conda:
+        ENV
+    params:
+        methods=lambda w: [m for m, *_ in model_labels(w.dataset)],
+        densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
+        attack=config["evaluation"]["tradeoff_attack"],
+    shell:
+        "python -m safecompress.figures roc --scores {input} --method {params.methods}"
+        " --density {params.densities} --attack {params.attack} --out {output.png} > {log} 2>&1"

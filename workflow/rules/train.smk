@@ -1,0 +1,53 @@
+rule train_dense:
+    """The uncompressed target model, trained on the members (target_train)."""
+    input:
+        split=results("{dataset}/split.csv"),
+    output:
+        model=results("{dataset}/dense/density1.0/seed{seed}/model.safetensors"),
+        history=results("{dataset}/dense/density1.0/seed{seed}/history.csv"),
+    log:
+        results("logs/train_dense/{dataset}_seed{seed}.log"),
+    benchmark:
+        results("benchmarks/train_dense/{dataset}_seed{seed}.tsv")
+    conda:
+        ENV
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpu"],
+    params:
+        config=lambda w: section_json("model", "train", dataset=w.dataset),
+    shell:
+        "python -m safecompress.train --dataset {wildcards.dataset} --split {input.split} --role target"
+        " --seed {wildcards.seed} --out-dir $(dirname {output.model})"
+        " --data {params.config[data]:q} --model {params.config[model]:q}"
+        " --train {params.config[train]:q} > {log} 2>&1"
+
+
+rule train_shadow:
+    """Shadow model k: the attacker's imitation of the target, trained on its own data."""
+    input:
+        split=results("{dataset}/split.csv"),
+    output:
+        model=results("{dataset}/shadow/{shadow}/model.safetensors"),
+        history=results("{dataset}/shadow/{shadow}/history.csv"),
+        signals=results("{dataset}/shadow/{shadow}/signals.csv"),
+    log:
+        results("logs/train_shadow/{dataset}_{shadow}.log"),
+    benchmark:
+        results("benchmarks/train_shadow/{dataset}_{shadow}.tsv")
+    conda:
+        ENV
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+        gpu=config["resources"]["gpu"],
+    params:
+        config=lambda w: section_json("model", "train", dataset=w.dataset),
+    shell:
+        "python -m safecompress.train --dataset {wildcards.dataset} --split {input.split} --role shadow"
+        " --seed {wildcards.shadow} --out-dir $(dirname {output.model})"
+        " --data {params.config[data]:q} --model {params.config[model]:q}"
+        " --train {params.config[train]:q} > {log} 2>&1"

@@ -1,0 +1,80 @@
+"""What every pipeline step shares: config sections on the command line, logging, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import ConfigError, load_yaml
+from .data import SplitError
+from .io import config_hash
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults, and keep the step's docstring (its usage example) as written."""
+
+
+def parser(module: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=description, formatter_class=_HelpFormatter
+    )
+
+
+def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:
+    """`--config FILE` plus one `--<section> JSON` override per config section the step reads."""
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="workflow config file to read the sections below from")
+    for name in sections:
+        p.add_argument(f"--{name}", type=json.loads, metavar="JSON",
+                       help=f"the config's `{name}` section as JSON (replaces the file's)")
+
+
+def sections(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The requested config sections: from JSON arguments, else from the config file."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if len(given) < len(names):
+        config = load_yaml(args.config)
+        for name in names:
+            if name not in given:
+                if name not in config:
+                    raise ConfigError(f"config file {args.config} has no `{name}` section")
+                given[name] = config[name]
+    return given
+
+
+def data_spec(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """The `data.<dataset>` entry."""
+    data = sections(args, "data")["data"]
+    if dataset not in data:
+        raise ConfigError(f"config key data: no entry for data set {dataset!r}; add data.{dataset}")
+    return data[dataset]
+
+
+def provenance(config_sections: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What produced a result: config hash, code and library versions, device."""
+    return {
+        "config_hash": config_hash(config_sections),
+        "code_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+    }
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
+    """Run a step: progress to stderr; a bad input ends in one line naming it and exit code 2."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        main(argv)
+    except (ConfigError, SplitError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,165 @@
+"""Step 3: compress to one density with one method — magnitude, dst or safecompress.
+
+    python -m safecompress.compress --dataset digits --split results/digits/split.csv \\
+        --method safecompress --density 0.1 --seed 0 \\
+        --dense results/digits/dense/density1.0/seed0/model.safetensors \\
+        --out-dir results/digits/safecompress/density0.1/seed0
+
+magnitude:     prune the trained dense model once by weight magnitude, then fine-tune.
+dst:           dynamic sparse training from a random ERK mask, one prune/grow strategy.
+safecompress:  dynamic sparse training where, at every mask update, N candidate masks are
+               made, each passes the safety test (a simulated membership inference attack on
+               the defender's own data), and the best `val_acc - lambda * advantage` is kept.
+
+Writes model.safetensors, history.csv and updates.csv (every mask update; for safecompress
+every candidate with its accuracy, attack numbers and whether it was selected).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import cli
+from .compression import DSTUpdate, SafeCompressUpdate, SafetyTest, Schedule, Strategy
+from .data import Data, Split, load_data
+from .io import write_csv
+from .models import build_model, load_model, save_model
+from .sparse import SparseEngine, measured_density
+from .training import TrainSpec, fit, make_optimizer, pick_device, seed_everything
+
+METHODS = ("magnitude", "dst", "safecompress")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser(__spec__.name, __doc__)
+    p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
+    p.add_argument("--split", required=True, help="split table written by safecompress.split")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--density", type=float, required=True, help="fraction of weights kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dense", help="trained dense model (needed by --method magnitude)")
+    p.add_argument("--out-dir", required=True, type=Path)
+    cli.add_sections(p, "data", "model", "train", "sparse", "safecompress")
+    args = p.parse_args(argv)
+    if not 0.0 < args.density < 1.0:
+        raise ValueError(f"--density must be in (0, 1), got {args.density}")
+    if args.method == "magnitude" and not args.dense:
+        raise ValueError("--method magnitude needs --dense, the trained dense model to prune")
+    config = cli.sections(args, "model", "train", "sparse", "safecompress")
+    spec = cli.data_spec(args, args.dataset)
+
+    device = pick_device()
+    data = load_data(spec, args.split, device)
+    seed_everything(args.seed)
+    compressor = {"magnitude": magnitude, "dst": dst, "safecompress": safecompress}[args.method]
+    model, history, updates, start_density = compressor(data, args, config, device)
+
+    meta = {
+        "dataset": args.dataset, "role": "target", "method": args.method,
+        "density": args.density, "density_measured": measured_density(model),
+        "layer_density_start": start_density,
+        "layer_density_end": SparseEngine(model).layer_density(), "seed": args.seed,
+        "model": config["model"], "input_shape": list(data.x.shape[1:]),
+        "n_classes": data.n_classes, **cli.provenance({"data": spec, **config}, device),
+    }
+    write_csv(history, args.out_dir / "history.csv")
+    write_csv(updates, args.out_dir / "updates.csv")
+    save_model(model, args.out_dir / "model.safetensors", meta)
+    print(f"{args.method} d={args.density}: measured density {meta['density_measured']:.4f}, "
+          f"val acc {history['val_acc'].iloc[-1]:.3f}")
+
+
+Result = tuple[torch.nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float]]
+
+
+def magnitude(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+    """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning."""
+    model, _ = load_model(args.dense)
+    model.to(device)
+    engine = SparseEngine.magnitude_init(model, args.density, config["sparse"]["distribution"])
+    start = engine.layer_density()
+    spec = TrainSpec.from_config(config["train"], epochs=config["sparse"]["finetune_epochs"])
+    history = fit(model, data.set("target_train"), data.set("reference"), spec, args.seed,
+                  after_step=lambda step: engine.apply())
+    return model, history, pd.DataFrame(columns=["step"]), start
+
+
+def dst(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+    """Dynamic sparse training without a safety test."""
+
+    def make_update(model, engine, optimizer, train: Split) -> DSTUpdate:
+        generator = torch.Generator().manual_seed(args.seed)
+        schedule = _schedule(data, config)
+        return DSTUpdate(engine, optimizer, schedule, config["sparse"]["growth"], generator)
+
+    return _sparse_training(data, args, config, device, make_update)
+
+
+def safecompress(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+    """Dynamic sparse training with safety-test-driven candidate selection."""
+    section = config["safecompress"]
+
+    def make_update(model, engine, optimizer, train: Split) -> SafeCompressUpdate:
+        generator = torch.Generator().manual_seed(args.seed)
+        reference = data.set("reference")
+        safety = SafetyTest(
+            attack=section["safety_attack"],
+            val=reference,
+            members=_probe(train, section["probe_size"], generator),
+            nonmembers=_probe(reference, section["probe_size"], generator),
+        )
+        return SafeCompressUpdate(
+            model, engine, optimizer, _schedule(data, config),
+            [Strategy(s["scale"], s["growth"]) for s in section["strategies"]],
+            safety, section["lambda"], section["candidate_steps"], train,
+            config["train"]["batch_size"], generator,
+        )
+
+    return _sparse_training(data, args, config, device, make_update)
+
+
+def _sparse_training(data: Data, args: Any, config: dict[str, Any], device: torch.device,
+                     make_update: Callable[..., Any]) -> Result:
+    """Random ERK masks, then training with mask updates from `make_update`'s hook."""
+    train, spec = data.set("target_train"), TrainSpec.from_config(config["train"])
+    model = build_model(config["model"], tuple(data.x.shape[1:]), data.n_classes).to(device)
+    engine = SparseEngine.random_init(model, args.density, config["sparse"]["distribution"],
+                                      torch.Generator().manual_seed(args.seed))
+    start = engine.layer_density()
+    optimizer, scheduler = make_optimizer(model, spec)
+    update = make_update(model, engine, optimizer, train)
+
+    def after_step(step: int) -> None:
+        engine.apply()
+        update(step)
+
+    history = fit(model, train, data.set("reference"), spec, args.seed, after_step,
+                  (optimizer, scheduler))
+    return model, history, pd.DataFrame(update.records), start
+
+
+def _schedule(data: Data, config: dict[str, Any]) -> Schedule:
+    train = config["train"]
+    steps_per_epoch = math.ceil(len(data.set("target_train")) / train["batch_size"])
+    sparse = config["sparse"]
+    return Schedule(
+        interval=sparse["update_interval"],
+        prune_fraction=sparse["prune_fraction"],
+        end_step=int(sparse["stop_fraction"] * train["epochs"] * steps_per_epoch),
+    )
+
+
+def _probe(data: Split, size: int, generator: torch.Generator) -> Split:
+    """A seeded random subset of at most `size` samples for the safety test."""
+    rows = torch.randperm(len(data), generator=generator)[:size].to(data.x.device)
+    return Split(data.x[rows], data.y[rows])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,158 @@
+"""Mask updates during sparse training: plain DST, and SafeCompress's safety-test-driven selection.
+
+Both are `after_step` hooks for `training.fit`. DST replaces a cosine-annealed fraction of each
+layer's weights every `interval` steps with one fixed strategy. SafeCompress makes one candidate
+per strategy, trains each for a few steps on the same batches, runs the safety test (a
+membership inference attack on data the defender owns) on each, and keeps the candidate with
+the best `val_acc - lambda * attack_advantage`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import attacks
+from .data import Split
+from .sparse import SparseEngine, cosine_prune_fraction
+from .training import predict_logits, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When masks change and by how much: every `interval` steps before `end_step`."""
+
+    interval: int
+    prune_fraction: float
+    end_step: int
+
+    def fraction_at(self, step: int) -> float | None:
+        """Prune fraction if `step` is an update step, else None."""
+        if step % self.interval or step >= self.end_step:
+            return None
+        return cosine_prune_fraction(self.prune_fraction, step, self.end_step)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to make a candidate: scale of the scheduled prune fraction x growth criterion."""
+
+    scale: float
+    growth: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.growth}x{self.scale:g}"
+
+
+class DSTUpdate:
+    """Dynamic sparse training without a safety test (SET / RigL style): one strategy."""
+
+    def __init__(self, engine: SparseEngine, optimizer: torch.optim.Optimizer,
+                 schedule: Schedule, growth: str, generator: torch.Generator):
+        self.engine, self.optimizer, self.schedule = engine, optimizer, schedule
+        self.growth, self.generator = growth, generator
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, step: int) -> None:
+        fraction = self.schedule.fraction_at(step)
+        if fraction is None:
+            return
+        masks = self.engine.propose(fraction, self.growth, self.optimizer, self.generator)
+        self.engine.set_masks(masks, self.optimizer)
+        self.records.append({"step": step, "prune_fraction": fraction, "growth": self.growth})
+
+
+@dataclass
+class SafetyTest:
+    """The defender's simulated attack: its own known members and non-members, never the
+    evaluation sets. `val` measures task accuracy; `members` / `nonmembers` are the probe."""
+
+    attack: str
+    val: Split
+    members: Split
+    nonmembers: Split
+
+    def run(self, model: nn.Module) -> dict[str, float]:
+        val_logits = predict_logits(model, self.val.x)
+        val_acc = (val_logits.argmax(1) == self.val.y).float().mean().item()
+        result = attacks.probe_attack(
+            self.attack,
+            predict_logits(model, self.members.x).cpu().double().numpy(),
+            self.members.y.cpu().numpy(),
+            predict_logits(model, self.nonmembers.x).cpu().double().numpy(),
+            self.nonmembers.y.cpu().numpy(),
+        )
+        return {"val_acc": val_acc, **result}
+
+
+class SafeCompressUpdate:
+    """Safety-test-driven selection among N candidate sparse models at every mask update."""
+
+    def __init__(self, model: nn.Module, engine: SparseEngine, optimizer: torch.optim.Optimizer,
+                 schedule: Schedule, strategies: list[Strategy], safety: SafetyTest,
+                 safety_weight: float, candidate_steps: int, train: Split, batch_size: int,
+                 generator: torch.Generator):
+        self.model, self.engine, self.optimizer, self.schedule = model, engine, optimizer, schedule
+        self.strategies, self.safety, self.safety_weight = strategies, safety, safety_weight
+        self.candidate_steps, self.train, self.batch_size = candidate_steps, train, batch_size
+        self.generator = generator
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, step: int) -> None:
+        fraction = self.schedule.fraction_at(step)
+        if fraction is None:
+            return
+        start = self._snapshot()
+        # Every candidate trains on the same batches, so only its masks differ.
+        batches = [
+            torch.randperm(len(self.train), generator=self.generator)[: self.batch_size]
+            for _ in range(self.candidate_steps)
+        ]
+        best_score, best_state, best_index, rows = -np.inf, start, 0, []
+        for index, strategy in enumerate(self.strategies):
+            self._restore(start)
+            masks = self.engine.propose(
+                fraction * strategy.scale, strategy.growth, self.optimizer, self.generator
+            )
+            self.engine.set_masks(masks, self.optimizer)
+            for batch in batches:
+                batch = batch.to(self.train.x.device)
+                train_step(self.model, self.optimizer, self.train.x[batch], self.train.y[batch])
+                self.engine.apply()
+            result = self.safety.run(self.model)
+            score = result["val_acc"] - self.safety_weight * result["advantage"]
+            rows.append({"step": step, "candidate": index, "strategy": strategy.name,
+                         "scale": strategy.scale, "growth": strategy.growth,
+                         "prune_fraction": fraction * strategy.scale, **result, "score": score})
+            if score > best_score:
+                best_score, best_state, best_index = score, self._snapshot(), index
+        self._restore(best_state)
+        for row in rows:
+            row["selected"] = row["candidate"] == best_index
+        self.records.extend(rows)
+        chosen = rows[best_index]
+        log.info("step %d: kept %s (val acc %.3f, attack adv %.3f) of %d candidates",
+                 step, chosen["strategy"], chosen["val_acc"], chosen["advantage"], len(rows))
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Weights, masks, optimiser state and gradients (gradient growth reads them)."""
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "grads": [None if p.grad is None else p.grad.clone() for p in self.model.parameters()],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        for param, grad in zip(self.model.parameters(), state["grads"], strict=True):
+            param.grad = None if grad is None else grad.clone()

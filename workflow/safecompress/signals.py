@@ -1,0 +1,38 @@
+"""Per-sample signals of a model — computed once, saved, and the only input of the attacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Data
+from .training import predict_logits
+
+SIGNAL_COLUMNS = ("index", "set", "label", "loss")
+
+
+def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`."""
+    parts = []
+    for name, indices in sets.items():
+        samples = data.take(indices)
+        logits = predict_logits(model, samples.x).float()
+        loss = F.cross_entropy(logits, samples.y, reduction="none")
+        part = pd.DataFrame({
+            "index": indices, "set": name, "label": samples.y.cpu().numpy(),
+            "loss": loss.cpu().double().numpy(),
+        })
+        logit_columns = pd.DataFrame(
+            logits.cpu().double().numpy(),
+            columns=[f"logit_{c}" for c in range(logits.shape[1])],
+        )
+        parts.append(pd.concat([part, logit_columns], axis=1))
+    return pd.concat(parts, ignore_index=True)
+
+
+def logits_of(signals: pd.DataFrame) -> np.ndarray:
+    """The logit columns of a signal table as an (n, C) array."""
+    columns = [c for c in signals.columns if c.startswith("logit_")]
+    return signals[columns].to_numpy(dtype=np.float64)

@@ -1,0 +1,31 @@
+"""Step 1: one seeded split of a data set's pool into disjoint member / non-member sets.
+
+    python -m safecompress.split --dataset digits --out results/digits/split.csv
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import cli
+from .data import load_pool, make_split
+from .io import write_csv
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser(__spec__.name, __doc__)
+    p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
+    p.add_argument("--out", required=True, help="split table to write (CSV: index, set)")
+    cli.add_sections(p, "data")
+    args = p.parse_args(argv)
+    spec = cli.data_spec(args, args.dataset)
+    pool = load_pool(spec)
+    split = make_split(len(pool.y), spec["split"], spec["split_seed"])
+    write_csv(split, args.out)
+    counts = split["set"].value_counts().reindex(split["set"].unique())
+    print(f"{args.dataset}: {len(pool.y)} samples, {pool.n_classes} classes -> "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    cli.run(main)
