@@ -15,15 +15,20 @@ from safecompress.data import (
     split_sizes,
 )
 
-FRACTIONS = {"target_train": 0.25, "target_out": 0.25, "shadow_train": 0.2,
-             "shadow_out": 0.2, "reference": 0.1}
+FRACTIONS = {
+    "target_train": 0.25,
+    "target_out": 0.25,
+    "shadow_train": 0.2,
+    "shadow_out": 0.2,
+    "reference": 0.1,
+}
 
 
 def test_digits_pool_is_the_real_bundled_data():
     pool = load_pool({"source": "sklearn", "name": "digits"})
     assert pool.x.shape == (1797, 1, 8, 8)
     assert pool.n_classes == 10
-    assert 0.0 <= pool.x.min() and pool.x.max() <= 1.0
+    assert pool.x.min() >= 0.0 and pool.x.max() <= 1.0
     assert np.bincount(pool.y).min() > 170  # every digit is present
 
 
@@ -41,7 +46,7 @@ def test_split_is_reproducible_and_seed_dependent():
     b = make_split(500, FRACTIONS, seed=3)
     c = make_split(500, FRACTIONS, seed=4)
     pd.testing.assert_frame_equal(a, b)
-    assert not set_indices(a, "target_train").tolist() == set_indices(c, "target_train").tolist()
+    assert set_indices(a, "target_train").tolist() != set_indices(c, "target_train").tolist()
 
 
 def test_overlapping_members_and_nonmembers_are_refused():

@@ -92,8 +92,11 @@ def test_every_update_keeps_exact_active_counts(growth):
 def test_masks_are_buffers_saved_and_restored(tmp_path):
     model, engine = make_sparse_mlp(density=0.2)
     path = tmp_path / "model.safetensors"
-    save_model(model, path, {"model": {"arch": "mlp", "hidden": [64, 32]},
-                             "input_shape": [1, 8, 8], "n_classes": 10})
+    save_model(
+        model,
+        path,
+        {"model": {"arch": "mlp", "hidden": [64, 32]}, "input_shape": [1, 8, 8], "n_classes": 10},
+    )
     loaded, meta = load_model(path)
     assert meta["n_classes"] == 10
     for name, mask in engine.masks().items():

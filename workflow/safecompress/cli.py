@@ -9,12 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
-from . import __version__
 from .config import ConfigError, load_yaml
-from .data import SplitError
-from .io import config_hash
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -31,11 +26,18 @@ def parser(module: str, description: str) -> argparse.ArgumentParser:
 
 def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:
     """`--config FILE` plus one `--<section> JSON` override per config section the step reads."""
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="workflow config file to read the sections below from")
+    p.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="workflow config file to read the sections below from",
+    )
     for name in sections:
-        p.add_argument(f"--{name}", type=json.loads, metavar="JSON",
-                       help=f"the config's `{name}` section as JSON (replaces the file's)")
+        p.add_argument(
+            f"--{name}",
+            type=json.loads,
+            metavar="JSON",
+            help=f"the config's `{name}` section as JSON (replaces the file's)",
+        )
 
 
 def sections(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -59,22 +61,15 @@ def data_spec(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
     return data[dataset]
 
 
-def provenance(config_sections: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """What produced a result: config hash, code and library versions, device."""
-    return {
-        "config_hash": config_hash(config_sections),
-        "code_version": __version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-    }
-
-
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
     """Run a step: progress to stderr; a bad input ends in one line naming it and exit code 2."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
     try:
         main(argv)
-    except (ConfigError, SplitError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # ConfigError and SplitError included
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -31,7 +31,14 @@ from .data import Data, Split, load_data
 from .io import write_csv
 from .models import build_model, load_model, save_model
 from .sparse import SparseEngine, measured_density
-from .training import TrainSpec, fit, make_optimizer, pick_device, seed_everything
+from .training import (
+    TrainSpec,
+    fit,
+    make_optimizer,
+    pick_device,
+    provenance,
+    seed_everything,
+)
 
 METHODS = ("magnitude", "dst", "safecompress")
 
@@ -61,18 +68,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, history, updates, start_density = compressor(data, args, config, device)
 
     meta = {
-        "dataset": args.dataset, "role": "target", "method": args.method,
-        "density": args.density, "density_measured": measured_density(model),
+        "dataset": args.dataset,
+        "role": "target",
+        "method": args.method,
+        "density": args.density,
+        "density_measured": measured_density(model),
         "layer_density_start": start_density,
-        "layer_density_end": SparseEngine(model).layer_density(), "seed": args.seed,
-        "model": config["model"], "input_shape": list(data.x.shape[1:]),
-        "n_classes": data.n_classes, **cli.provenance({"data": spec, **config}, device),
+        "layer_density_end": SparseEngine(model).layer_density(),
+        "seed": args.seed,
+        "model": config["model"],
+        "input_shape": list(data.x.shape[1:]),
+        "n_classes": data.n_classes,
+        **provenance({"data": spec, **config}, device),
     }
     write_csv(history, args.out_dir / "history.csv")
     write_csv(updates, args.out_dir / "updates.csv")
     save_model(model, args.out_dir / "model.safetensors", meta)
-    print(f"{args.method} d={args.density}: measured density {meta['density_measured']:.4f}, "
-          f"val acc {history['val_acc'].iloc[-1]:.3f}")
+    print(
+        f"{args.method} d={args.density}: measured density {meta['density_measured']:.4f}, "
+        f"val acc {history['val_acc'].iloc[-1]:.3f}"
+    )
 
 
 Result = tuple[torch.nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float]]
@@ -85,8 +100,14 @@ def magnitude(data: Data, args: Any, config: dict[str, Any], device: torch.devic
     engine = SparseEngine.magnitude_init(model, args.density, config["sparse"]["distribution"])
     start = engine.layer_density()
     spec = TrainSpec.from_config(config["train"], epochs=config["sparse"]["finetune_epochs"])
-    history = fit(model, data.set("target_train"), data.set("reference"), spec, args.seed,
-                  after_step=lambda step: engine.apply())
+    history = fit(
+        model,
+        data.set("target_train"),
+        data.set("reference"),
+        spec,
+        args.seed,
+        after_step=lambda step: engine.apply(),
+    )
     return model, history, pd.DataFrame(columns=["step"]), start
 
 
@@ -115,22 +136,38 @@ def safecompress(data: Data, args: Any, config: dict[str, Any], device: torch.de
             nonmembers=_probe(reference, section["probe_size"], generator),
         )
         return SafeCompressUpdate(
-            model, engine, optimizer, _schedule(data, config),
+            model,
+            engine,
+            optimizer,
+            _schedule(data, config),
             [Strategy(s["scale"], s["growth"]) for s in section["strategies"]],
-            safety, section["lambda"], section["candidate_steps"], train,
-            config["train"]["batch_size"], generator,
+            safety,
+            section["lambda"],
+            section["candidate_steps"],
+            train,
+            config["train"]["batch_size"],
+            generator,
         )
 
     return _sparse_training(data, args, config, device, make_update)
 
 
-def _sparse_training(data: Data, args: Any, config: dict[str, Any], device: torch.device,
-                     make_update: Callable[..., Any]) -> Result:
+def _sparse_training(
+    data: Data,
+    args: Any,
+    config: dict[str, Any],
+    device: torch.device,
+    make_update: Callable[..., Any],
+) -> Result:
     """Random ERK masks, then training with mask updates from `make_update`'s hook."""
     train, spec = data.set("target_train"), TrainSpec.from_config(config["train"])
     model = build_model(config["model"], tuple(data.x.shape[1:]), data.n_classes).to(device)
-    engine = SparseEngine.random_init(model, args.density, config["sparse"]["distribution"],
-                                      torch.Generator().manual_seed(args.seed))
+    engine = SparseEngine.random_init(
+        model,
+        args.density,
+        config["sparse"]["distribution"],
+        torch.Generator().manual_seed(args.seed),
+    )
     start = engine.layer_density()
     optimizer, scheduler = make_optimizer(model, spec)
     update = make_update(model, engine, optimizer, train)
@@ -139,8 +176,9 @@ def _sparse_training(data: Data, args: Any, config: dict[str, Any], device: torc
         engine.apply()
         update(step)
 
-    history = fit(model, train, data.set("reference"), spec, args.seed, after_step,
-                  (optimizer, scheduler))
+    history = fit(
+        model, train, data.set("reference"), spec, args.seed, after_step, (optimizer, scheduler)
+    )
     return model, history, pd.DataFrame(update.records), start
 
 

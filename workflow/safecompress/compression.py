@@ -56,8 +56,14 @@ class Strategy:
 class DSTUpdate:
     """Dynamic sparse training without a safety test (SET / RigL style): one strategy."""
 
-    def __init__(self, engine: SparseEngine, optimizer: torch.optim.Optimizer,
-                 schedule: Schedule, growth: str, generator: torch.Generator):
+    def __init__(
+        self,
+        engine: SparseEngine,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        growth: str,
+        generator: torch.Generator,
+    ):
         self.engine, self.optimizer, self.schedule = engine, optimizer, schedule
         self.growth, self.generator = growth, generator
         self.records: list[dict[str, Any]] = []
@@ -97,10 +103,20 @@ class SafetyTest:
 class SafeCompressUpdate:
     """Safety-test-driven selection among N candidate sparse models at every mask update."""
 
-    def __init__(self, model: nn.Module, engine: SparseEngine, optimizer: torch.optim.Optimizer,
-                 schedule: Schedule, strategies: list[Strategy], safety: SafetyTest,
-                 safety_weight: float, candidate_steps: int, train: Split, batch_size: int,
-                 generator: torch.Generator):
+    def __init__(
+        self,
+        model: nn.Module,
+        engine: SparseEngine,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        strategies: list[Strategy],
+        safety: SafetyTest,
+        safety_weight: float,
+        candidate_steps: int,
+        train: Split,
+        batch_size: int,
+        generator: torch.Generator,
+    ):
         self.model, self.engine, self.optimizer, self.schedule = model, engine, optimizer, schedule
         self.strategies, self.safety, self.safety_weight = strategies, safety, safety_weight
         self.candidate_steps, self.train, self.batch_size = candidate_steps, train, batch_size
@@ -130,9 +146,18 @@ class SafeCompressUpdate:
                 self.engine.apply()
             result = self.safety.run(self.model)
             score = result["val_acc"] - self.safety_weight * result["advantage"]
-            rows.append({"step": step, "candidate": index, "strategy": strategy.name,
-                         "scale": strategy.scale, "growth": strategy.growth,
-                         "prune_fraction": fraction * strategy.scale, **result, "score": score})
+            rows.append(
+                {
+                    "step": step,
+                    "candidate": index,
+                    "strategy": strategy.name,
+                    "scale": strategy.scale,
+                    "growth": strategy.growth,
+                    "prune_fraction": fraction * strategy.scale,
+                    **result,
+                    "score": score,
+                }
+            )
             if score > best_score:
                 best_score, best_state, best_index = score, self._snapshot(), index
         self._restore(best_state)
@@ -140,8 +165,14 @@ class SafeCompressUpdate:
             row["selected"] = row["candidate"] == best_index
         self.records.extend(rows)
         chosen = rows[best_index]
-        log.info("step %d: kept %s (val acc %.3f, attack adv %.3f) of %d candidates",
-                 step, chosen["strategy"], chosen["val_acc"], chosen["advantage"], len(rows))
+        log.info(
+            "step %d: kept %s (val acc %.3f, attack adv %.3f) of %d candidates",
+            step,
+            chosen["strategy"],
+            chosen["val_acc"],
+            chosen["advantage"],
+            len(rows),
+        )
 
     def _snapshot(self) -> dict[str, Any]:
         """Weights, masks, optimiser state and gradients (gradient growth reads them)."""

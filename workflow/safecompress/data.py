@@ -98,7 +98,9 @@ def check_split(split: pd.DataFrame, n_pool: int, fractions: dict[str, float]) -
         raise SplitError(f"split table lacks column(s) {sorted(missing)}")
     index = split["index"].to_numpy()
     if index.min() < 0 or index.max() >= n_pool:
-        raise SplitError(f"split indices must lie in [0, {n_pool}); found {index.min()}..{index.max()}")
+        raise SplitError(
+            f"split indices must lie in [0, {n_pool}); found {index.min()}..{index.max()}"
+        )
     duplicated = split[split["index"].duplicated(keep=False)]
     if len(duplicated):
         sets = sorted(duplicated["set"].unique())
@@ -171,5 +173,9 @@ def load_data(spec: dict[str, Any], split_path: str | Path, device: torch.device
     pool = load_pool(spec)
     split = read_csv(split_path, required=("index", "set"))
     check_split(split, len(pool.y), spec["split"])
-    return Data(torch.from_numpy(pool.x).to(device), torch.from_numpy(pool.y).to(device),
-                split, pool.n_classes)
+    return Data(
+        torch.from_numpy(pool.x).to(device),
+        torch.from_numpy(pool.y).to(device),
+        split,
+        pool.n_classes,
+    )

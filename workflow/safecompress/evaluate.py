@@ -31,8 +31,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
     p.add_argument("--split", required=True, help="split table written by safecompress.split")
     p.add_argument("--model", required=True, help="model.safetensors of the target model")
-    p.add_argument("--shadow-signals", nargs="+", required=True,
-                   help="signals.csv of each shadow model (written by safecompress.train)")
+    p.add_argument(
+        "--shadow-signals",
+        nargs="+",
+        required=True,
+        help="signals.csv of each shadow model (written by safecompress.train)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the attack classifier")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "evaluation")
@@ -44,10 +48,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, meta = load_model(args.model)
     model.to(device)
     data = load_data(spec, args.split, device)
-    signals = signal_table(model, data, {
-        "member": set_indices(data.split, "target_train"),
-        "non-member": set_indices(data.split, "target_out"),
-    })
+    signals = signal_table(
+        model,
+        data,
+        {
+            "member": set_indices(data.split, "target_train"),
+            "non-member": set_indices(data.split, "target_out"),
+        },
+    )
     shadow = pd.concat(
         [read_csv(path, required=("shadow", *SIGNAL_COLUMNS)) for path in args.shadow_signals],
         ignore_index=True,
@@ -57,13 +65,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     held_out = signals[signals["set"] == "non-member"]
     task_acc = float((logits_of(held_out).argmax(1) == held_out["label"].to_numpy()).mean())
     signals_path, scores_path = args.out_dir / "signals.csv", args.out_dir / "scores.csv"
-    description = pd.DataFrame([{
-        "dataset": args.dataset, "method": meta["method"], "density": meta["density"],
-        "density_measured": measured_density(model), "seed": meta["seed"], "task_acc": task_acc,
-    }])
+    description = pd.DataFrame(
+        [
+            {
+                "dataset": args.dataset,
+                "method": meta["method"],
+                "density": meta["density"],
+                "density_measured": measured_density(model),
+                "seed": meta["seed"],
+                "task_acc": task_acc,
+            }
+        ]
+    )
     table = description.merge(metrics, how="cross").assign(
-        signals_path=str(signals_path), scores_path=str(scores_path),
-        config_hash=meta["config_hash"], code_version=meta["code_version"],
+        signals_path=str(signals_path),
+        scores_path=str(scores_path),
+        config_hash=meta["config_hash"],
+        code_version=meta["code_version"],
         device=meta["device"],
     )
     write_csv(signals, signals_path)

@@ -27,15 +27,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        tmp_path.chmod(0o644)  # mkstemp makes owner-only files; results are for every reader
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table atomically, without the pandas index, with full float precision."""
+    """Write a table atomically, without the pandas index."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
+        frame.to_csv(tmp, index=False)  # shortest repr that round-trips every float exactly
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:

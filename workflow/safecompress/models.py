@@ -17,9 +17,7 @@ from .sparse import MASK_BUFFER, SparseEngine
 ARCHITECTURES = ("mlp", "cnn")
 
 
-def build_model(
-    spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
-) -> nn.Module:
+def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """A freshly initialised model; seed torch before calling for a reproducible one."""
     arch = spec["arch"]
     if arch == "mlp":
@@ -37,7 +35,9 @@ def mlp(n_inputs: int, hidden: list[int], n_classes: int) -> nn.Sequential:
         layers += [nn.Linear(width, size), nn.ReLU()]
         width = size
     layers.append(nn.Linear(width, n_classes))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    init_relu_network(model)
+    return model
 
 
 def small_cnn(input_shape: tuple[int, ...], channels: list[int], n_classes: int) -> nn.Sequential:
@@ -55,7 +55,19 @@ def small_cnn(input_shape: tuple[int, ...], channels: list[int], n_classes: int)
         ]
         width = size
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)]
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    init_relu_network(model)
+    return model
+
+
+def init_relu_network(model: nn.Module) -> None:
+    """He (Kaiming) normal initialisation for ReLU networks, zero biases: PyTorch's default
+    Linear init shrinks the signal several-fold per layer, which very sparse nets cannot afford."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -75,7 +87,9 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
             meta = json.loads(handle.metadata()["meta"])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: no such model file; rerun the rule that makes it") from err
+        raise FileNotFoundError(
+            f"{path}: no such model file; rerun the rule that makes it"
+        ) from err
     except (safetensors.SafetensorError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(
             f"{path}: not a readable SafeCompress model file ({err}); delete it and rerun"

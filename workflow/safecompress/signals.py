@@ -20,10 +20,14 @@ def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> p
         samples = data.take(indices)
         logits = predict_logits(model, samples.x).float()
         loss = F.cross_entropy(logits, samples.y, reduction="none")
-        part = pd.DataFrame({
-            "index": indices, "set": name, "label": samples.y.cpu().numpy(),
-            "loss": loss.cpu().double().numpy(),
-        })
+        part = pd.DataFrame(
+            {
+                "index": indices,
+                "set": name,
+                "label": samples.y.cpu().numpy(),
+                "loss": loss.cpu().double().numpy(),
+            }
+        )
         logit_columns = pd.DataFrame(
             logits.cpu().double().numpy(),
             columns=[f"logit_{c}" for c in range(logits.shape[1])],

@@ -142,8 +142,10 @@ class SparseEngine:
         for name, mask in masks.items():
             layer = layers[name]
             if mask.shape != layer.weight.shape:
-                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, weight has "
-                                 f"{tuple(layer.weight.shape)}")
+                raise ValueError(
+                    f"mask for {name} has shape {tuple(mask.shape)}, weight has "
+                    f"{tuple(layer.weight.shape)}"
+                )
             layer.register_buffer(MASK_BUFFER, mask.to(layer.weight.device, torch.bool))
         engine = cls(model)
         engine.apply()
@@ -159,6 +161,12 @@ class SparseEngine:
             {n: tuple(m.weight.shape) for n, m in layers.items()}, density, distribution
         )
         masks = {n: random_mask(layers[n].weight.shape, d, generator) for n, d in densities.items()}
+        # Sparsity-aware initialisation: with a fraction d of its inputs kept, a unit's output
+        # variance shrinks by d; scaling by 1/sqrt(d) restores the dense initial variance so
+        # very sparse networks still pass signal (Evci et al., "Gradient flow in sparse NNs").
+        with torch.no_grad():
+            for name, density_l in densities.items():
+                layers[name].weight.mul_(1.0 / math.sqrt(density_l))
         return cls.attach(model, masks)
 
     @classmethod

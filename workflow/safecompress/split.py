@@ -1,6 +1,6 @@
 """Step 1: one seeded split of a data set's pool into disjoint member / non-member sets.
 
-    python -m safecompress.split --dataset digits --out results/digits/split.csv
+python -m safecompress.split --dataset digits --out results/digits/split.csv
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     split = make_split(len(pool.y), spec["split"], spec["split_seed"])
     write_csv(split, args.out)
     counts = split["set"].value_counts().reindex(split["set"].unique())
-    print(f"{args.dataset}: {len(pool.y)} samples, {pool.n_classes} classes -> "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(
+        f"{args.dataset}: {len(pool.y)} samples, {pool.n_classes} classes -> "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     summary = pd.concat(frames, ignore_index=True)
     duplicated = summary[summary.duplicated(KEY, keep=False)]
     if len(duplicated):
-        raise ValueError(f"results listed twice: {duplicated[KEY].drop_duplicates().to_dict('records')}")
+        raise ValueError(
+            f"results listed twice: {duplicated[KEY].drop_duplicates().to_dict('records')}"
+        )
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return summary.sort_values(
         ["dataset", "method", "density", "seed", "attack"],
@@ -52,18 +54,28 @@ def markdown_tables(stats: pd.DataFrame) -> str:
     attack; cells "mean ± sd" in percent."""
     lines = []
     for dataset, rows in stats.groupby("dataset", sort=False):
-        cell = rows.assign(text=[f"{100 * m:.1f} ± {100 * s:.1f}"
-                                 for m, s in zip(rows["mean"], rows["sd"], strict=True)])
+        cell = rows.assign(
+            text=[
+                f"{100 * m:.1f} ± {100 * s:.1f}"
+                for m, s in zip(rows["mean"], rows["sd"], strict=True)
+            ]
+        )
         accuracy = cell[cell["metric"] == "task_acc"].drop_duplicates(["method", "density"])
         table = accuracy.set_index(["method", "density"])[["text"]].rename(
-            columns={"text": "task acc (%)"})
+            columns={"text": "task acc (%)"}
+        )
         for metric, label in (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR")):
             wide = cell[cell["metric"] == metric].pivot(
-                index=["method", "density"], columns="attack", values="text")
+                index=["method", "density"], columns="attack", values="text"
+            )
             table = table.join(wide.rename(columns=lambda a, lab=label: f"{a} {lab} (%)"))
         n_seeds = int(rows["n_seeds"].max())
-        lines += [f"## {dataset} (mean ± sd over {n_seeds} seed(s))", "",
-                  _markdown(table.reset_index()), ""]
+        lines += [
+            f"## {dataset} (mean ± sd over {n_seeds} seed(s))",
+            "",
+            _markdown(table.reset_index()),
+            "",
+        ]
     return "\n".join(lines)
 
 

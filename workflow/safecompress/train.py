@@ -18,7 +18,7 @@ from .data import load_data, shadow_partition
 from .io import write_csv
 from .models import build_model, save_model
 from .signals import signal_table
-from .training import TrainSpec, fit, pick_device, seed_everything
+from .training import TrainSpec, fit, pick_device, provenance, seed_everything
 
 SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart from targets
 
@@ -49,9 +49,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     history = fit(model, train, data.set("reference"), TrainSpec.from_config(config["train"]), seed)
 
     meta = {
-        "dataset": args.dataset, "role": args.role, "method": "dense", "density": 1.0,
-        "seed": args.seed, "model": config["model"], "input_shape": list(input_shape),
-        "n_classes": data.n_classes, **cli.provenance({"data": spec, **config}, device),
+        "dataset": args.dataset,
+        "role": args.role,
+        "method": "dense",
+        "density": 1.0,
+        "seed": args.seed,
+        "model": config["model"],
+        "input_shape": list(input_shape),
+        "n_classes": data.n_classes,
+        **provenance({"data": spec, **config}, device),
     }
     write_csv(history, args.out_dir / "history.csv")
     if args.role == "shadow":

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import __version__
 from .data import Split
+from .io import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,7 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def shuffled_batches(
-    n: int, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Index batches of one epoch in a seeded random order (the last batch may be smaller)."""
     order = torch.randperm(n, generator=generator)
     yield from order.split(batch_size)
@@ -129,7 +129,9 @@ def fit(
         correct = torch.zeros((), device=train.x.device, dtype=torch.long)
         for batch in shuffled_batches(len(train), spec.batch_size, generator):
             batch = batch.to(train.x.device)
-            batch_loss, batch_correct = train_step(model, optimizer_, train.x[batch], train.y[batch])
+            batch_loss, batch_correct = train_step(
+                model, optimizer_, train.x[batch], train.y[batch]
+            )
             loss_sum += batch_loss
             correct += batch_correct
             step += 1
@@ -151,6 +153,21 @@ def fit(
         )
         log.info(
             "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f",
-            epoch, spec.epochs, rows[-1]["train_loss"], rows[-1]["train_acc"], val_loss, val_acc,
+            epoch,
+            spec.epochs,
+            rows[-1]["train_loss"],
+            rows[-1]["train_acc"],
+            val_loss,
+            val_acc,
         )
     return pd.DataFrame(rows)
+
+
+def provenance(config_sections: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What produced a result: config hash, code and library versions, device."""
+    return {
+        "config_hash": config_hash(config_sections),
+        "code_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+    }

@@ -1,0 +1,334 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from safecompress import attacks
+
+METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
+
+
+def signal_frame(seed, n_per_set, n_classes, member_margin, nonmember_margin, shadow=None):
+    """Synthetic signals table: the true-class logit is raised by a per-set margin, so a larger
+    member margin means members get a lower loss than non-members."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, margin in (("member", member_margin), ("non-member", nonmember_margin)):
+        labels = rng.integers(0, n_classes, n_per_set)
+        logits = rng.normal(size=(n_per_set, n_classes))
+        logits[np.arange(n_per_set), labels] += margin
+        part = pd.DataFrame({"set": name, "label": labels})
+        part["loss"] = attacks.cross_entropy(logits, labels)
+        for c in range(n_classes):
+            part[f"logit_{c}"] = logits[:, c]
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True)
+    frame.insert(0, "index", np.arange(len(frame)) + 1000 * seed)
+    if shadow is not None:
+        frame.insert(0, "shadow", shadow)
+    return frame
+
+
+def leaky_signals(seed, n_classes=4, n_per_set=400):
+    """(target, shadow) signals of an overfit model: members get clearly lower loss."""
+    target = signal_frame(seed, n_per_set, n_classes, member_margin=4.0, nonmember_margin=1.0)
+    shadow = signal_frame(seed + 1, n_per_set, n_classes, 4.0, 1.0, shadow=0)
+    return target, shadow
+
+
+# --- Signals ------------------------------------------------------------------------------
+
+
+def test_softmax_matches_formula_and_is_stable():
+    logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(attacks.softmax(logits), expected, rtol=1e-12)
+    np.testing.assert_allclose(attacks.softmax(np.array([[1000.0, 0.0]])), [[1.0, 0.0]])
+
+
+def test_cross_entropy_is_minus_log_true_class_probability():
+    logits = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
+    labels = np.array([0, 2])
+    probs = attacks.softmax(logits)
+    np.testing.assert_allclose(
+        attacks.cross_entropy(logits, labels), -np.log(probs[[0, 1], labels]), rtol=1e-12
+    )
+    # p_y underflows to 0 here, yet the loss stays exact.
+    assert attacks.cross_entropy(np.array([[0.0, 1000.0]]), np.array([0]))[0] == 1000.0
+
+
+def test_confidence_and_entropy():
+    probs = np.array([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(attacks.confidence(probs, np.array([2, 1])), [0.25, 1.0])
+    np.testing.assert_allclose(attacks.entropy(probs), [math.log(4), 0.0], atol=1e-12)
+
+
+def test_modified_entropy_matches_hand_formula_for_three_classes():
+    probs = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    labels = np.array([0, 1])
+    expected = [
+        -0.3 * math.log(0.7) - 0.2 * math.log(0.8) - 0.1 * math.log(0.9),
+        -0.8 * math.log(0.2) - 0.7 * math.log(0.3) - 0.1 * math.log(0.9),
+    ]
+    np.testing.assert_allclose(attacks.modified_entropy(probs, labels), expected, rtol=1e-12)
+
+
+def test_modified_entropy_is_zero_when_confident_and_right_and_finite_when_wrong():
+    probs = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    result = attacks.modified_entropy(probs, np.array([0, 1]))
+    assert result[0] == 0.0
+    assert np.isfinite(result[1]) and result[1] > 60  # -log(LOG_FLOOR) = 69, not inf
+
+
+@pytest.mark.parametrize("metric", attacks.THRESHOLD_ATTACKS)
+def test_scores_are_higher_for_low_loss_members(metric):
+    target, _ = leaky_signals(seed=0)
+    logits = target.filter(like="logit_").to_numpy()
+    scores = attacks.membership_score(metric, logits, target["label"].to_numpy())
+    is_member = (target["set"] == "member").to_numpy()
+    assert scores[is_member].mean() > scores[~is_member].mean()
+
+
+def test_loss_score_is_minus_loss():
+    logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+    labels = np.array([0, 0])
+    np.testing.assert_array_equal(
+        attacks.membership_score("loss", logits, labels), -attacks.cross_entropy(logits, labels)
+    )
+
+
+def test_unknown_metric_names_it_and_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown metric 'nn'; valid metrics: loss, confidence"):
+        attacks.membership_score("nn", np.zeros((2, 3)), np.array([0, 1]))
+
+
+def test_labels_out_of_range_are_rejected():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        attacks.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+
+
+# --- Thresholds ---------------------------------------------------------------------------
+
+
+def test_fit_threshold_separates_a_separable_case():
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    is_member = np.array([False, False, False, True, True, True])
+    threshold = attacks.fit_threshold(scores, is_member)
+    assert threshold == 2.5
+    np.testing.assert_array_equal(scores >= threshold, is_member)
+
+
+def test_fit_threshold_uses_the_best_balanced_accuracy_not_plain_accuracy():
+    # One member among many non-members: plain accuracy would flag nobody.
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    is_member = np.array([False, False, False, True, False, False, False, False, False, False])
+    assert attacks.fit_threshold(scores, is_member) == 1.5
+
+
+def test_fit_threshold_without_signal_flags_nobody():
+    # Members score lower: no threshold beats chance; ties go to the highest threshold, +inf.
+    scores = np.array([0.0, 1.0, 2.0, 3.0])
+    assert attacks.fit_threshold(scores, np.array([True, True, False, False])) == np.inf
+
+
+def test_fit_threshold_between_adjacent_floats_keeps_the_lower_one_out():
+    scores = np.array([1.0, np.nextafter(1.0, 2.0)])
+    is_member = np.array([False, True])
+    np.testing.assert_array_equal(scores >= attacks.fit_threshold(scores, is_member), is_member)
+
+
+def test_class_thresholds_fit_each_class_and_fall_back_for_small_classes():
+    rng = np.random.default_rng(0)
+    # Class 0 separates at 9.5, class 1 at 0.5: no single threshold does both.
+    labels = np.repeat([0, 0, 1, 1], 20)
+    is_member = np.tile(np.repeat([True, False], 20), 2)
+    scores = np.r_[np.full(20, 10.0), np.full(20, 9.0), np.full(20, 1.0), np.full(20, 0.0)]
+    scores += rng.uniform(-0.1, 0.1, len(scores))
+    # Class 2 has 3 members and 3 non-members: too few, it gets the global threshold.
+    labels = np.r_[labels, np.full(6, 2)]
+    is_member = np.r_[is_member, [True] * 3 + [False] * 3]
+    scores = np.r_[scores, [0.0] * 3 + [10.0] * 3]
+
+    thresholds = attacks.fit_class_thresholds(scores, labels, is_member, n_classes=3)
+    global_threshold = attacks.fit_threshold(scores, is_member)
+    assert 9.1 < thresholds[0] < 9.9
+    assert 0.1 < thresholds[1] < 0.9
+    assert thresholds[2] == global_threshold
+    predicted = attacks.predict_with_thresholds(scores, labels, thresholds)
+    np.testing.assert_array_equal(predicted[:80], is_member[:80])
+
+
+def test_class_threshold_minimum_is_configurable():
+    scores = np.array([1.0, 0.0, 1.0, 0.0])
+    labels = np.array([0, 0, 1, 1])
+    is_member = np.array([True, False, False, True])  # class 1 is reversed
+    per_class = attacks.fit_class_thresholds(scores, labels, is_member, 2, min_per_class=1)
+    np.testing.assert_array_equal(per_class, [0.5, np.inf])
+    pooled = attacks.fit_class_thresholds(scores, labels, is_member, 2)
+    assert pooled[0] == pooled[1] == attacks.fit_threshold(scores, is_member)
+
+
+# --- NN attack ----------------------------------------------------------------------------
+
+
+def test_nn_attack_features_are_top3_and_true_class_probability():
+    logits = np.log(np.array([[0.1, 0.5, 0.15, 0.25], [0.7, 0.1, 0.1, 0.1]]))
+    features = attacks.nn_attack_features(logits, np.array([0, 0]))
+    np.testing.assert_allclose(features, [[0.5, 0.25, 0.15, 0.1], [0.7, 0.1, 0.1, 0.7]])
+
+
+def test_nn_attack_features_pad_binary_tasks_with_zero():
+    features = attacks.nn_attack_features(np.log(np.array([[0.2, 0.8]])), np.array([0]))
+    np.testing.assert_allclose(features, [[0.8, 0.2, 0.0, 0.2]])
+
+
+def test_nn_attack_learns_membership_from_shadow_features():
+    target, shadow = leaky_signals(seed=0)
+
+    def features_and_membership(frame):
+        logits = frame.filter(like="logit_").to_numpy()
+        features = attacks.nn_attack_features(logits, frame["label"].to_numpy())
+        return features, (frame["set"] == "member").to_numpy()
+
+    classifier = attacks.fit_nn_attack(*features_and_membership(shadow), seed=0)
+    features, is_member = features_and_membership(target)
+    probability = attacks.nn_member_probability(classifier, features)
+    assert probability[is_member].mean() > probability[~is_member].mean() + 0.2
+
+
+# --- run_attacks --------------------------------------------------------------------------
+
+
+def test_run_attacks_detects_members_with_lower_loss():
+    target, shadow = leaky_signals(seed=0)
+    metrics, scores = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
+
+    assert list(metrics.columns) == ["attack", *METRIC_KEYS]
+    assert list(metrics["attack"]) == list(attacks.ATTACKS)
+    by_attack = metrics.set_index("attack")
+    assert by_attack.loc["loss", "auc"] > 0.8
+    assert (by_attack["auc"] > 0.75).all()
+    assert (by_attack["attack_acc"] > 0.65).all()
+    np.testing.assert_allclose(by_attack["advantage"], 2 * by_attack["attack_acc"] - 1)
+
+    score_columns = [f"{kind}_{a}" for a in attacks.ATTACKS for kind in ("score", "pred")]
+    assert list(scores.columns) == ["index", "set", "label", *score_columns]
+    pd.testing.assert_frame_equal(
+        scores[["index", "set", "label"]], target[["index", "set", "label"]]
+    )
+    for attack in attacks.ATTACKS:
+        assert set(scores[f"pred_{attack}"]) <= {0, 1}
+
+
+def test_run_attacks_without_membership_signal_is_near_chance():
+    target = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
+    shadow = signal_frame(1, 1000, 4, 2.0, 2.0, shadow=0)
+    metrics, _ = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
+    assert np.abs(metrics["auc"] - 0.5).max() < 0.06
+    assert np.abs(metrics["attack_acc"] - 0.5).max() < 0.06
+
+
+def test_run_attacks_metric_scores_match_membership_score():
+    target, shadow = leaky_signals(seed=2)
+    _, scores = attacks.run_attacks(target, shadow, ["modified_entropy"], seed=0)
+    logits = target.filter(like="logit_").to_numpy()
+    expected = attacks.membership_score("modified_entropy", logits, target["label"].to_numpy())
+    np.testing.assert_array_equal(scores["score_modified_entropy"], expected)
+
+
+def test_run_attacks_never_reads_the_target_membership():
+    target, shadow = leaky_signals(seed=0)
+    shuffled = target.assign(set=np.random.default_rng(0).permutation(target["set"].to_numpy()))
+    _, scores = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
+    _, shuffled_scores = attacks.run_attacks(shuffled, shadow, attacks.ATTACKS, seed=0)
+    columns = scores.columns.drop("set")
+    pd.testing.assert_frame_equal(scores[columns], shuffled_scores[columns])
+
+
+def test_run_attacks_calibrates_on_the_shadow_models():
+    # Shadow members have the HIGHER loss: calibrated there, the attacks cannot beat chance
+    # on the target, although its scores still rank members first (AUC).
+    target, _ = leaky_signals(seed=0)
+    reversed_shadow = signal_frame(1, 400, 4, member_margin=1.0, nonmember_margin=4.0, shadow=0)
+    metrics, _ = attacks.run_attacks(target, reversed_shadow, ["nn", "loss"], seed=0)
+    by_attack = metrics.set_index("attack")
+    assert by_attack.loc["loss", "auc"] > 0.8
+    assert (by_attack["attack_acc"] <= 0.5).all()
+
+
+def test_run_attacks_reads_logit_columns_by_class_number():
+    target, shadow = leaky_signals(seed=0, n_classes=12, n_per_set=200)
+    reordered = target[list(reversed(target.columns))]  # logit_11 ... logit_10, logit_1, logit_0
+    expected, _ = attacks.run_attacks(target, shadow, ["entropy", "modified_entropy"], seed=0)
+    result, _ = attacks.run_attacks(reordered, shadow, ["entropy", "modified_entropy"], seed=0)
+    pd.testing.assert_frame_equal(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("attack_names", "message"),
+    [
+        (["loss", "shokri"], r"unknown: \['shokri'\]"),
+        ([], "attacks must be distinct names"),
+        (["loss", "loss"], "attacks must be distinct names"),
+    ],
+)
+def test_run_attacks_rejects_bad_attack_lists(attack_names, message):
+    target, shadow = leaky_signals(seed=0, n_per_set=20)
+    with pytest.raises(ValueError, match=message):
+        attacks.run_attacks(target, shadow, attack_names, seed=0)
+
+
+def test_run_attacks_rejects_malformed_signals():
+    target, shadow = leaky_signals(seed=0, n_per_set=20)
+    with pytest.raises(ValueError, match=r"target signals lack column\(s\) \['label'\]"):
+        attacks.run_attacks(target.drop(columns="label"), shadow, ["loss"], seed=0)
+    with pytest.raises(ValueError, match=r"shadow signals lack column\(s\) \['logit_1'\]"):
+        attacks.run_attacks(target, shadow.drop(columns="logit_1"), ["loss"], seed=0)
+    with pytest.raises(ValueError, match="target signals have no logit_<class> columns"):
+        attacks.run_attacks(target.filter(regex="^[^l]|label"), shadow, ["loss"], seed=0)
+    with pytest.raises(ValueError, match=r"column set has \['train'\]"):
+        attacks.run_attacks(target.replace({"set": {"member": "train"}}), shadow, ["loss"], seed=0)
+    with pytest.raises(ValueError, match="need both 'member' and 'non-member' rows"):
+        attacks.run_attacks(target, shadow[shadow["set"] == "member"], ["loss"], seed=0)
+
+
+def test_run_attacks_rejects_mismatched_logit_columns():
+    target, _ = leaky_signals(seed=0, n_classes=3, n_per_set=20)
+    _, shadow = leaky_signals(seed=0, n_classes=4, n_per_set=20)
+    with pytest.raises(ValueError, match="target has 3 logit columns but shadow has 4"):
+        attacks.run_attacks(target, shadow, ["loss"], seed=0)
+
+
+# --- Safety-test probe --------------------------------------------------------------------
+
+
+def test_probe_attack_fits_the_best_threshold_on_the_probe():
+    logits_members = np.array([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0]])
+    labels_members = np.array([0, 1, 0])
+    logits_nonmembers = np.array([[1.0, 0.0], [0.0, 0.5], [0.0, 1.0]])
+    labels_nonmembers = np.array([0, 1, 0])
+    result = attacks.probe_attack(
+        "loss", logits_members, labels_members, logits_nonmembers, labels_nonmembers
+    )
+    assert list(result) == METRIC_KEYS
+    assert result["attack_acc"] == 1.0
+    assert result["advantage"] == 1.0
+    assert result["auc"] == 1.0
+
+
+def test_probe_attack_without_signal_is_near_chance():
+    frame = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
+    logits, labels = frame.filter(like="logit_").to_numpy(), frame["label"].to_numpy()
+    members = (frame["set"] == "member").to_numpy()
+    result = attacks.probe_attack(
+        "confidence", logits[members], labels[members], logits[~members], labels[~members]
+    )
+    assert abs(result["auc"] - 0.5) < 0.06
+    # Fitted on itself the attacker is optimistic, but only by sampling noise here.
+    assert 0.5 <= result["attack_acc"] < 0.56
+
+
+def test_probe_attack_rejects_the_nn_attack():
+    with pytest.raises(ValueError, match="unknown metric 'nn'"):
+        attacks.probe_attack("nn", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])

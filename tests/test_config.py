@@ -1,0 +1,67 @@
+"""The config is checked before any work: every mistake names its key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safecompress.config import ConfigError, check_config, load_yaml
+
+DEFAULT = yaml.safe_load((Path(__file__).parent.parent / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid():
+    check_config(DEFAULT)
+
+
+def changed(path, value):
+    config = copy.deepcopy(DEFAULT)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("epochz", 3, "Additional properties"),
+        ("train.epochs", -1, "train.epochs"),
+        ("train.epochs", "ten", "train.epochs"),
+        ("densities", [0.0], "densities.0"),
+        ("densities", [1.5], "densities.0"),
+        ("densities", [], "densities"),
+        ("methods", ["prune_everything"], "methods.0"),
+        ("model.arch", "transformer9000", "model.arch"),
+        ("evaluation.attacks", ["telepathy"], "evaluation.attacks.0"),
+        ("safecompress.lambda", -0.5, "safecompress.lambda"),
+        ("safecompress.strategies", [], "safecompress.strategies"),
+        ("safecompress.strategies", [{"scale": 1.0, "growth": "magic"}], "growth"),
+        ("sparse.growth", "magic", "sparse.growth"),
+        ("shadow.n_models", 0, "shadow.n_models"),
+        ("datasets", ["mnist"], "data.mnist"),
+        ("data.digits.split.reference", 0.5, "data.digits.split"),
+        ("data.digits.source", "ftp", "data.digits.source"),
+        ("evaluation.roc_density", 0.3, "evaluation.roc_density"),
+        ("train", KeyError, "train"),
+    ],
+)
+def test_bad_config_names_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_config(changed(path, value))
+    assert "\n" not in str(caught.value)
+
+
+def test_unreadable_config_file(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("datasets: [digits\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")

@@ -1,0 +1,137 @@
+"""The whole workflow on the tiny config, in a temporary directory: every output exists and
+every number in summary.csv can be recomputed from the saved per-sample files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from safecompress.data import check_split
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / ".test" / "config" / "config.yaml"
+ATTACKS = ["nn", "loss", "confidence", "entropy", "modified_entropy"]
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(TINY),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_every_output_exists(run):
+    results = run / "results"
+    for name in ("summary.csv", "paper_table.csv", "paper_table.md"):
+        assert (results / "tables" / name).stat().st_size > 0
+    figures = [
+        "accuracy_vs_density",
+        "auc_vs_density",
+        "tpr_vs_density",
+        "tradeoff",
+        "digits/training_curves",
+        "digits/roc",
+    ]
+    for name in figures:
+        for suffix in (".png", ".pdf"):
+            assert (results / "figures" / f"{name}{suffix}").stat().st_size > 1000
+
+
+def test_summary_has_one_row_per_model_and_attack(run):
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    config = yaml.safe_load(TINY.read_text())
+    n_models = 1 + len(config["methods"]) * len(config["densities"])
+    assert len(summary) == n_models * len(ATTACKS)
+    assert not summary.duplicated(["dataset", "method", "density", "seed", "attack"]).any()
+    required = [
+        "dataset",
+        "method",
+        "density",
+        "seed",
+        "attack",
+        "task_acc",
+        "attack_acc",
+        "auc",
+        "tpr_at_1pct_fpr",
+        "tpr_at_0.1pct_fpr",
+        "signals_path",
+    ]
+    assert set(required) <= set(summary.columns)
+    assert summary[["task_acc", "attack_acc", "auc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert summary["task_acc"].min() > 0.3  # 10 classes: chance is 0.1; every model learnt
+
+
+def test_measured_density_matches_the_requested_one(run):
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    sparse = summary[summary["method"] != "dense"]
+    assert np.allclose(sparse["density_measured"], sparse["density"], atol=0.01)
+    assert (summary.loc[summary["method"] == "dense", "density_measured"] > 0.99).all()
+
+
+def test_numbers_recompute_from_the_saved_per_sample_files(run):
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    split = pd.read_csv(run / "results/digits/split.csv")
+    check_split(split, 1797, yaml.safe_load(TINY.read_text())["data"]["digits"]["split"])
+    for _, row in summary.iterrows():
+        signals = pd.read_csv(run / row["signals_path"])
+        members = set(split.loc[split["set"] == "target_train", "index"])
+        nonmembers = set(split.loc[split["set"] == "target_out", "index"])
+        assert set(signals.loc[signals["set"] == "member", "index"]) == members
+        assert set(signals.loc[signals["set"] == "non-member", "index"]) == nonmembers
+        held_out = signals[signals["set"] == "non-member"]
+        logits = held_out.filter(like="logit_").to_numpy()
+        assert (logits.argmax(1) == held_out["label"]).mean() == pytest.approx(row["task_acc"])
+        scores = pd.read_csv(run / row["scores_path"])
+        is_member = scores["set"] == "member"
+        auc = roc_auc_score(is_member, scores[f"score_{row['attack']}"])
+        assert auc == pytest.approx(row["auc"], abs=1e-9)
+        predicted = scores[f"pred_{row['attack']}"].astype(bool)
+        balanced = 0.5 * (predicted[is_member].mean() + (~predicted[~is_member]).mean())
+        assert balanced == pytest.approx(row["attack_acc"], abs=1e-9)
+
+
+def test_safecompress_logs_every_candidate_and_one_selection(run):
+    for density in ("0.2", "0.05"):
+        log = pd.read_csv(run / f"results/digits/safecompress/density{density}/seed0/updates.csv")
+        assert len(log) > 0 and log["strategy"].nunique() == 2
+        assert (log.groupby("step")["selected"].sum() == 1).all()
+
+
+def test_a_second_run_has_nothing_to_do(run):
+    result = snakemake(run, "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
