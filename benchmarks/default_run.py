@@ -1,0 +1,63 @@
+"""Time the whole default workflow from an empty results directory (target: <= 5 min, 2 cores).
+
+    python benchmarks/default_run.py [--cores 2] [--keep]
+
+Runs `snakemake --cores N` with `results` pointed at benchmarks/results/default_run (so a
+user's own results/ is untouched), then prints the wall time and the time of every job kind
+from the workflow's own benchmark files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_SECONDS = 300
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the results afterwards")
+    args = parser.parse_args()
+    results = Path("benchmarks/results/default_run")
+    shutil.rmtree(REPO / results, ignore_errors=True)
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "snakemake", "--cores", str(args.cores)]
+    command += ["--config", f"results={results}"]
+    log = REPO / "benchmarks" / "results" / "default_run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as output:
+        done = subprocess.run(command, cwd=REPO, env=env, stdout=output, stderr=output)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"snakemake failed (exit {done.returncode}); see {log}")
+
+    rows = [
+        pd.read_csv(path, sep="\t").assign(rule=path.parent.name)
+        for path in sorted((REPO / results / "benchmarks").glob("*/*.tsv"))
+    ]
+    per_rule = pd.concat(rows).groupby("rule")["s"].agg(jobs="count", total_s="sum", mean_s="mean")
+    print(f"cpu cores: {os.cpu_count()}, snakemake --cores {args.cores}")
+    print(per_rule.round(1).to_string())
+    verdict = "within" if wall <= TARGET_SECONDS else "OVER"
+    print(
+        f"default workflow from empty results: {wall:.1f} s wall "
+        f"({verdict} the {TARGET_SECONDS} s target); snakemake log: {log.relative_to(REPO)}"
+    )
+    if not args.keep:
+        shutil.rmtree(REPO / results, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
