@@ -25,10 +25,18 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import cli
-from .compression import DSTUpdate, SafeCompressUpdate, SafetyTest, Schedule, Strategy
+from . import __version__, cli
+from .checkpoint import Checkpoint
+from .compression import (
+    DSTUpdate,
+    LoggedUpdate,
+    SafeCompressUpdate,
+    SafetyTest,
+    Schedule,
+    Strategy,
+)
 from .data import Data, Split, load_data
-from .io import write_csv
+from .io import config_hash, write_csv
 from .models import build_model, load_model, save_model
 from .sparse import SparseEngine, measured_density
 from .training import (
@@ -65,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = load_data(spec, args.split, device)
     seed_everything(args.seed)
     compressor = {"magnitude": magnitude, "dst": dst, "safecompress": safecompress}[args.method]
-    model, history, updates, start_density = compressor(data, args, config, device)
+    # Resumable: a killed run restarts from its last epoch; a finished one leaves no checkpoint.
+    job = {key: getattr(args, key) for key in ("dataset", "method", "density", "seed", "dense")}
+    checkpoint = Checkpoint(
+        args.out_dir / "checkpoint.pt",
+        config_hash({"data": spec, **config, **job, "v": __version__}),
+    )
+    model, history, updates, start_density = compressor(data, args, config, device, checkpoint)
 
     meta = {
         "dataset": args.dataset,
@@ -84,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_csv(history, args.out_dir / "history.csv")
     write_csv(updates, args.out_dir / "updates.csv")
     save_model(model, args.out_dir / "model.safetensors", meta)
+    checkpoint.remove()
     print(
         f"{args.method} d={args.density}: measured density {meta['density_measured']:.4f}, "
         f"val acc {history['val_acc'].iloc[-1]:.3f}"
@@ -93,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 Result = tuple[torch.nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float]]
 
 
-def magnitude(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+def magnitude(
+    data: Data, args: Any, config: dict[str, Any], device: torch.device, checkpoint: Checkpoint
+) -> Result:
     """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning."""
     model, _ = load_model(args.dense)
     model.to(device)
@@ -107,11 +124,14 @@ def magnitude(data: Data, args: Any, config: dict[str, Any], device: torch.devic
         spec,
         args.seed,
         after_step=lambda step: engine.apply(),
+        checkpoint=checkpoint,
     )
     return model, history, pd.DataFrame(columns=["step"]), start
 
 
-def dst(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+def dst(
+    data: Data, args: Any, config: dict[str, Any], device: torch.device, checkpoint: Checkpoint
+) -> Result:
     """Dynamic sparse training without a safety test."""
 
     def make_update(model, engine, optimizer, train: Split) -> DSTUpdate:
@@ -119,10 +139,12 @@ def dst(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> 
         schedule = _schedule(data, config)
         return DSTUpdate(engine, optimizer, schedule, config["sparse"]["growth"], generator)
 
-    return _sparse_training(data, args, config, device, make_update)
+    return _sparse_training(data, args, config, device, checkpoint, make_update)
 
 
-def safecompress(data: Data, args: Any, config: dict[str, Any], device: torch.device) -> Result:
+def safecompress(
+    data: Data, args: Any, config: dict[str, Any], device: torch.device, checkpoint: Checkpoint
+) -> Result:
     """Dynamic sparse training with safety-test-driven candidate selection."""
     section = config["safecompress"]
 
@@ -149,7 +171,7 @@ def safecompress(data: Data, args: Any, config: dict[str, Any], device: torch.de
             generator,
         )
 
-    return _sparse_training(data, args, config, device, make_update)
+    return _sparse_training(data, args, config, device, checkpoint, make_update)
 
 
 def _sparse_training(
@@ -157,7 +179,8 @@ def _sparse_training(
     args: Any,
     config: dict[str, Any],
     device: torch.device,
-    make_update: Callable[..., Any],
+    checkpoint: Checkpoint,
+    make_update: Callable[..., LoggedUpdate],
 ) -> Result:
     """Random ERK masks, then training with mask updates from `make_update`'s hook."""
     train, spec = data.set("target_train"), TrainSpec.from_config(config["train"])
@@ -177,7 +200,15 @@ def _sparse_training(
         update(step)
 
     history = fit(
-        model, train, data.set("reference"), spec, args.seed, after_step, (optimizer, scheduler)
+        model,
+        train,
+        data.set("reference"),
+        spec,
+        args.seed,
+        after_step,
+        (optimizer, scheduler),
+        checkpoint=checkpoint,
+        stateful={"update": update},
     )
     return model, history, pd.DataFrame(update.records), start
 

@@ -53,7 +53,21 @@ class Strategy:
         return f"{self.growth}x{self.scale:g}"
 
 
-class DSTUpdate:
+class LoggedUpdate:
+    """What every mask-update hook checkpoints: its log so far and its random generator."""
+
+    records: list[dict[str, Any]]
+    generator: torch.Generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.records = list(state["records"])
+        self.generator.set_state(state["generator"])
+
+
+class DSTUpdate(LoggedUpdate):
     """Dynamic sparse training without a safety test (SET / RigL style): one strategy."""
 
     def __init__(
@@ -97,10 +111,10 @@ class SafetyTest:
             predict_logits(model, self.nonmembers.x).cpu().double().numpy(),
             self.nonmembers.y.cpu().numpy(),
         )
-        return {"val_acc": val_acc, **result}
+        return {"val_acc": val_acc, **{name: float(value) for name, value in result.items()}}
 
 
-class SafeCompressUpdate:
+class SafeCompressUpdate(LoggedUpdate):
     """Safety-test-driven selection among N candidate sparse models at every mask update."""
 
     def __init__(

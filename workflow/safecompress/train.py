@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import cli
+from . import __version__, cli
+from .checkpoint import Checkpoint
 from .data import load_data, shadow_partition
-from .io import write_csv
+from .io import config_hash, write_csv
 from .models import build_model, save_model
 from .signals import signal_table
 from .training import TrainSpec, fit, pick_device, provenance, seed_everything
@@ -46,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed_everything(seed)
     input_shape = tuple(train.x.shape[1:])
     model = build_model(config["model"], input_shape, data.n_classes).to(device)
-    history = fit(model, train, data.set("reference"), TrainSpec.from_config(config["train"]), seed)
+    job = {"dataset": args.dataset, "role": args.role, "seed": args.seed, "v": __version__}
+    checkpoint = Checkpoint(
+        args.out_dir / "checkpoint.pt", config_hash({"data": spec, **config, **job})
+    )
+    spec_train = TrainSpec.from_config(config["train"])
+    history = fit(model, train, data.set("reference"), spec_train, seed, checkpoint=checkpoint)
 
     meta = {
         "dataset": args.dataset,
@@ -65,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         signals.insert(0, "shadow", args.seed)
         write_csv(signals, args.out_dir / "signals.csv")
     save_model(model, args.out_dir / "model.safetensors", meta)
+    checkpoint.remove()
 
 
 if __name__ == "__main__":

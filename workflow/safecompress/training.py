@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .checkpoint import Checkpoint
 from .data import Split
 from .io import config_hash
 
@@ -104,7 +105,7 @@ def loss_and_accuracy(model: nn.Module, data: Split) -> tuple[float, float]:
     return loss, (logits.argmax(1) == data.y).float().mean().item()
 
 
-StepHook = Callable[[int], dict[str, float] | None]
+StepHook = Callable[[int], None]
 
 
 def fit(
@@ -115,25 +116,41 @@ def fit(
     seed: int,
     after_step: StepHook | None = None,
     optimizer: tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR] | None = None,
+    checkpoint: Checkpoint | None = None,
+    stateful: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Train `model` for `spec.epochs`; return one history row per epoch.
 
     `after_step(step)` runs after every optimiser step (mask updates of sparse training);
-    pass the optimiser pair too when the hook needs it.
+    pass the optimiser pair too when the hook needs it. With a `checkpoint`, the whole state
+    (model with masks, optimiser, schedule, random generators, history, and every object in
+    `stateful`, e.g. the candidate log) is saved after each epoch, and a run that finds a
+    checkpoint of its own resumes from it and ends exactly as an uninterrupted run would.
     """
     optimizer_, scheduler = optimizer or make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(seed)
-    rows, step = [], 0
-    for epoch in range(1, spec.epochs + 1):
+    stateful = stateful or {}
+    rows: list[dict[str, float]] = []
+    step, first_epoch = 0, 1
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer_.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, item in stateful.items():
+            item.load_state_dict(state[name])
+        rows, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
+
+    for epoch in range(first_epoch, spec.epochs + 1):
         loss_sum = torch.zeros((), device=train.x.device)
         correct = torch.zeros((), device=train.x.device, dtype=torch.long)
         for batch in shuffled_batches(len(train), spec.batch_size, generator):
             batch = batch.to(train.x.device)
-            batch_loss, batch_correct = train_step(
-                model, optimizer_, train.x[batch], train.y[batch]
-            )
-            loss_sum += batch_loss
-            correct += batch_correct
+            loss, n_correct = train_step(model, optimizer_, train.x[batch], train.y[batch])
+            loss_sum += loss
+            correct += n_correct
             step += 1
             if after_step is not None:
                 after_step(step)
@@ -160,6 +177,20 @@ def fit(
             val_loss,
             val_acc,
         )
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "history": rows,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer_.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    **{name: item.state_dict() for name, item in stateful.items()},
+                }
+            )
     return pd.DataFrame(rows)
 
 
