@@ -18,7 +18,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
-    method="|".join(["dense", *METHODS]),
+    method="|".join(["dense", *METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
     density=r"[0-9.]+",
     seed=r"\d+",
     shadow=r"\d+",

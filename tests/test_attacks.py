@@ -329,6 +329,17 @@ def test_probe_attack_without_signal_is_near_chance():
     assert 0.5 <= result["attack_acc"] < 0.56
 
 
-def test_probe_attack_rejects_the_nn_attack():
-    with pytest.raises(ValueError, match="unknown metric 'nn'"):
-        attacks.probe_attack("nn", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])
+def test_probe_attack_rejects_an_unknown_attack():
+    with pytest.raises(ValueError, match="unknown metric 'telepathy'"):
+        attacks.probe_attack("telepathy", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])
+
+
+def test_nn_safety_test_is_cross_fitted_and_sees_a_real_gap():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    confident = np.eye(4)[labels] * 8 + rng.normal(0, 1, (200, 4))
+    unsure = np.eye(4)[labels] * 1 + rng.normal(0, 1, (200, 4))
+    leaky = attacks.probe_attack("nn", confident[:100], labels[:100], unsure[100:], labels[100:])
+    same = attacks.probe_attack("nn", unsure[:100], labels[:100], unsure[100:], labels[100:])
+    assert leaky["auc"] > 0.9
+    assert abs(same["auc"] - 0.5) < 0.15  # out-of-fold scores: no memorised advantage

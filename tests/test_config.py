@@ -50,6 +50,8 @@ def changed(path, value):
         ("data.digits.source", "ftp", "data.digits.source"),
         ("evaluation.roc_density", 0.3, "evaluation.roc_density"),
         ("train", KeyError, "train"),
+        ("ablation.n_candidates", [9], "ablation.n_candidates"),
+        ("ablation.lambdas", [-1.0], "ablation.lambdas.0"),
     ],
 )
 def test_bad_config_names_the_key(path, value, message):

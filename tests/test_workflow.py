@@ -56,7 +56,7 @@ def run(tmp_path_factory):
 
 def test_every_output_exists(run):
     results = run / "results"
-    for name in ("summary.csv", "paper_table.csv", "paper_table.md"):
+    for name in ("summary.csv", "paper_table.csv", "paper_table.md", "ablation.csv"):
         assert (results / "tables" / name).stat().st_size > 0
     figures = [
         "accuracy_vs_density",
@@ -135,3 +135,18 @@ def test_a_second_run_has_nothing_to_do(run):
     result = snakemake(run, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_ablation_variants_change_only_their_setting(run):
+    ablation = pd.read_csv(run / "results/tables/ablation.csv")
+    assert set(ablation["variant"]) == {"lambda_0.0", "lambda_5.0", "n_1", "set_growth_criteria"}
+    assert (ablation["method"] == "safecompress").all()
+    root = run / "results/digits/ablation"
+    one = pd.read_csv(root / "n_1/density0.05/seed0/updates.csv")
+    assert (one["candidate"] == 0).all() and one["selected"].all()
+    growth = pd.read_csv(root / "set_growth_criteria/density0.05/seed0/updates.csv")
+    assert set(growth["growth"]) == {"random", "momentum"}
+    # lambda = 0 keeps the most accurate candidate of every update
+    neutral = pd.read_csv(root / "lambda_0.0/density0.05/seed0/updates.csv")
+    for _, group in neutral.groupby("step"):
+        assert group.loc[group["selected"], "val_acc"].iloc[0] == group["val_acc"].max()

@@ -56,3 +56,25 @@ rule summarize:
     shell:
         "python -m safecompress.summarize --inputs {input} --summary {output.summary}"
         " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"
+
+
+rule summarize_ablation:
+    """SafeCompress variants at the ablation density: lambda, N and strategy-set sweeps."""
+    input:
+        ablation_tables,
+    output:
+        report(
+            results("tables/ablation.csv"),
+            caption="../report/ablation_table.rst",
+            category="Tables",
+        ),
+    log:
+        results("logs/summarize_ablation.log"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    shell:
+        "python -m safecompress.summarize --inputs {input} --summary {output} > {log} 2>&1"

@@ -29,15 +29,16 @@ def results(path):
 
 
 def section_json(*names, dataset=None):
-    """Config sections as one JSON object per section, for a step's --<section> arguments."""
+    """Config sections as one JSON object per section, for a step's --<section> arguments.
+
+    A data set's own `model` or `train` (keys of its `data` entry) replaces the global one.
+    """
     sections = {name: config[name] for name in names}
     if dataset is not None:
-        sections["data"] = {dataset: config["data"][dataset]}
+        spec = config["data"][dataset]
+        sections.update({name: spec[name] for name in names if name in spec})
+        sections["data"] = {dataset: spec}
     return {name: json.dumps(value, sort_keys=True) for name, value in sections.items()}
-
-
-def model_dir(method, density, seed):
-    return results(f"{{dataset}}/{method}/density{density}/seed{seed}")
 
 
 def all_models(dataset):
@@ -58,6 +59,53 @@ def attack_tables(wildcards=None):
         for dataset in config["datasets"]
         for method, density, seed in all_models(dataset)
     ]
+
+
+# Ablations are SafeCompress variants stored as method "ablation/<sweep>_<value>".
+ABLATION = "ablation/"
+
+
+def ablation_variants():
+    """One variant per swept value: lambda_<x>, n_<N>, set_<name>."""
+    sweeps = config["ablation"]
+    return (
+        [f"lambda_{value}" for value in sweeps["lambdas"]]
+        + [f"n_{value}" for value in sweeps["n_candidates"]]
+        + [f"set_{name}" for name in sweeps["strategy_sets"]]
+    )
+
+
+def ablation_tables(wildcards=None):
+    density = config["ablation"]["density"]
+    return [
+        results(
+            f"{dataset}/{ABLATION}{variant}/density{density}/seed{seed}/attacks.csv"
+        )
+        for dataset in config["datasets"]
+        for variant in ablation_variants()
+        for seed in config["seeds"]
+    ]
+
+
+def compressor(method):
+    """(method, variant) that the compress step runs for a method wildcard."""
+    if method.startswith(ABLATION):
+        return "safecompress", method.removeprefix(ABLATION)
+    return method, "default"
+
+
+def safecompress_section(method):
+    """The `safecompress` section, changed as an ablation variant says."""
+    section = dict(config["safecompress"])
+    _, variant = compressor(method)
+    sweep, _, value = variant.partition("_")
+    if sweep == "lambda":
+        section["lambda"] = float(value)
+    elif sweep == "n":
+        section["strategies"] = section["strategies"][: int(value)]
+    elif sweep == "set":
+        section["strategies"] = config["ablation"]["strategy_sets"][value]
+    return json.dumps(section, sort_keys=True)
 
 
 def dense_model_if_pruned(wildcards):
@@ -82,17 +130,19 @@ def final_outputs():
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")
         for dataset in config["datasets"]
-        for name in ("training_curves", "roc")
+        for name in ("training_curves", "roc", "candidates")
+        if name != "candidates" or "safecompress" in METHODS
     ]
     return tables + figures + per_dataset
 
 
-TABLES = ["summary.csv", "paper_table.csv", "paper_table.md"]
+TABLES = ["summary.csv", "paper_table.csv", "paper_table.md", "ablation.csv"]
 SUMMARY_FIGURES = [
     "accuracy_vs_density",
     "auc_vs_density",
     "tpr_vs_density",
     "tradeoff",
+    "ablation",
 ]
 
 
@@ -112,3 +162,11 @@ def model_labels(dataset):
     density, seed = config["evaluation"]["roc_density"], config["seeds"][0]
     models = [("dense", 1.0)] + [(method, density) for method in METHODS]
     return [(method, d, seed, f"{method} d={d}") for method, d in models]
+
+
+def candidate_log(wildcards):
+    """updates.csv of SafeCompress at the ROC density, first seed: every candidate logged."""
+    density, seed = config["evaluation"]["roc_density"], config["seeds"][0]
+    return results(
+        f"{wildcards.dataset}/safecompress/density{density}/seed{seed}/updates.csv"
+    )

@@ -16,7 +16,7 @@ rule compress:
             "benchmarks/compress/{dataset}_{method}_density{density}_seed{seed}.tsv"
         )
     wildcard_constraints:
-        method="|".join(METHODS),
+        method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
     conda:
         ENV
     threads: config["resources"]["threads"]
@@ -26,13 +26,14 @@ rule compress:
         gpu=config["resources"]["gpu"],
     params:
         dense=lambda w, input: f"--dense {input.dense}" if input.dense else "",
-        config=lambda w: section_json(
-            "model", "train", "sparse", "safecompress", dataset=w.dataset
-        ),
+        config=lambda w: section_json("model", "train", "sparse", dataset=w.dataset),
+        safecompress=lambda w: safecompress_section(w.method),
+        method=lambda w: compressor(w.method)[0],
+        variant=lambda w: compressor(w.method)[1],
     shell:
         "python -m safecompress.compress --dataset {wildcards.dataset} --split {input.split}"
-        " --method {wildcards.method} --density {wildcards.density} --seed {wildcards.seed}"
+        " --method {params.method} --variant {params.variant} --density {wildcards.density} --seed {wildcards.seed}"
         " {params.dense} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} --sparse {params.config[sparse]:q}"
-        " --safecompress {params.config[safecompress]:q} > {log} 2>&1"
+        " --safecompress {params.safecompress:q} > {log} 2>&1"

@@ -86,3 +86,32 @@ rule figure_roc:
     shell:
         "python -m safecompress.figures roc --scores {input} --method {params.methods}"
         " --density {params.densities} --attack {params.attack} --out {output.png} > {log} 2>&1"
+
+
+rule figure_ablation:
+    input:
+        table=results("tables/ablation.csv"),
+    output:
+        **figure_outputs("ablation", "ablation"),
+    log:
+        results("logs/figures/ablation.log"),
+    conda:
+        ENV
+    params:
+        attack=config["evaluation"]["tradeoff_attack"],
+    shell:
+        "python -m safecompress.figures ablation --table {input.table}"
+        " --attack {params.attack} --out {output.png} > {log} 2>&1"
+
+
+rule figure_candidates:
+    input:
+        candidate_log,
+    output:
+        **figure_outputs("{dataset}/candidates", "candidates"),
+    log:
+        results("logs/figures/{dataset}_candidates.log"),
+    conda:
+        ENV
+    shell:
+        "python -m safecompress.figures candidates --updates {input} --out {output.png} > {log} 2>&1"

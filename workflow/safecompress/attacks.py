@@ -294,15 +294,26 @@ def probe_attack(
     labels_members: np.ndarray,
     logits_nonmembers: np.ndarray,
     labels_nonmembers: np.ndarray,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """The defender's safety test: a threshold attack fitted on the probe it is scored on.
+    """The defender's safety test on its own known members and non-members (the probe).
 
-    Fitting and scoring on the same samples makes this an optimistic attacker, an upper bound
-    on what that metric reveals about these members.
+    A threshold metric is fitted on the probe it is scored on: an optimistic attacker, an
+    upper bound on what that metric reveals about these members. The `nn` attacker is
+    cross-fitted instead (trained on one half of the probe, scored on the other, and back),
+    since a classifier scored on its own training data would only measure its own memory.
     """
-    member_scores = membership_score(metric, logits_members, labels_members)
-    nonmember_scores = membership_score(metric, logits_nonmembers, labels_nonmembers)
-    scores = np.r_[member_scores, nonmember_scores]
-    is_member = np.r_[np.ones(len(member_scores), bool), np.zeros(len(nonmember_scores), bool)]
+    logits = np.r_[_logit_matrix(logits_members), _logit_matrix(logits_nonmembers)]
+    labels = np.r_[labels_members, labels_nonmembers]
+    is_member = np.r_[np.ones(len(labels_members), bool), np.zeros(len(labels_nonmembers), bool)]
+    if metric == "nn":
+        features = nn_attack_features(logits, labels)
+        fold = np.arange(len(labels)) % 2 == 0
+        scores = np.empty(len(labels))
+        for test in (fold, ~fold):
+            classifier = fit_nn_attack(features[~test], is_member[~test], seed)
+            scores[test] = nn_member_probability(classifier, features[test])
+        return attack_metrics(is_member, scores, scores >= NN_DECISION_PROBABILITY)
+    scores = membership_score(metric, logits, labels)
     predicted = scores >= fit_threshold(scores, is_member)
     return attack_metrics(is_member, scores, predicted)

@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--density", type=float, required=True, help="fraction of weights kept")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dense", help="trained dense model (needed by --method magnitude)")
+    p.add_argument("--variant", default="default", help="name of an ablation variant, if any")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "model", "train", "sparse", "safecompress")
     args = p.parse_args(argv)
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "dataset": args.dataset,
         "role": "target",
         "method": args.method,
+        "variant": args.variant,
         "density": args.density,
         "density_measured": measured_density(model),
         "layer_density_start": start_density,

@@ -48,6 +48,13 @@ def check_config(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key data.{name}.split: fractions sum to {total:.3f} > 1; lower them"
             )
+    n_strategies = len(config["safecompress"]["strategies"])
+    too_many = [n for n in config["ablation"]["n_candidates"] if n > n_strategies]
+    if too_many:
+        raise ConfigError(
+            f"config key ablation.n_candidates: {too_many} exceed the {n_strategies} "
+            "safecompress.strategies; add strategies or lower N"
+        )
     roc = config["evaluation"]["roc_density"]
     if roc not in config["densities"]:
         raise ConfigError(

@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             {
                 "dataset": args.dataset,
                 "method": meta["method"],
+                "variant": meta.get("variant", "default"),
                 "density": meta["density"],
                 "density_measured": measured_density(model),
                 "seed": meta["seed"],

@@ -11,6 +11,10 @@
     python -m safecompress.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
         --method dense safecompress --density 1.0 0.1 --attack loss \\
         --out results/figures/roc_loss.png
+    python -m safecompress.figures ablation --table results/tables/ablation.csv --attack loss \\
+        --out results/figures/ablation.png
+    python -m safecompress.figures candidates --updates SAFE/updates.csv \\
+        --out results/figures/candidates.png
 
 Every figure is written twice: the --out PNG (150 dpi) and a PDF with the same stem.
 A missing file or column, or an attack the tables lack, ends in one line naming it (exit code 2).
@@ -88,6 +92,14 @@ def draw_roc(args: argparse.Namespace) -> Figure:
     return plots.roc_curves(pd.concat(tables, ignore_index=True), args.attack)
 
 
+def draw_ablation(args: argparse.Namespace) -> Figure:
+    return _from_summary(args.table, plots.ablation, args.attack)
+
+
+def draw_candidates(args: argparse.Namespace) -> Figure:
+    return plots.candidate_trajectory(read_csv(args.updates))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__spec__.name, __doc__)
     figures = p.add_subparsers(title="figures", dest="figure", required=True, metavar="FIGURE")
@@ -139,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--density", required=True, nargs="+", type=float, help="density of each model, in order"
     )
     roc.add_argument("--attack", required=True, help="attack whose scores to plot")
+
+    ablation = figure("ablation", draw_ablation, "SafeCompress ablations: lambda, N, strategies")
+    ablation.add_argument(
+        "--table", required=True, type=Path, help="ablation table written by safecompress.summarize"
+    )
+    ablation.add_argument("--attack", required=True, help="attack whose AUC is plotted")
+
+    candidates = figure(
+        "candidates", draw_candidates, "every safety-tested candidate: accuracy vs advantage"
+    )
+    candidates.add_argument(
+        "--updates", required=True, type=Path, help="updates.csv of a safecompress model"
+    )
     return p
 
 

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from .io import atomic_path
+from .metrics import roc_auc, roc_curve
 
 
 class MethodStyle(NamedTuple):
@@ -318,9 +319,6 @@ def training_curves(histories: pd.DataFrame) -> Figure:
 @mpl.rc_context(STYLE)
 def roc_curves(scores: pd.DataFrame, attack: str) -> Figure:
     """Log-log ROC of the `attack` per method and density, scored by `safecompress.metrics`."""
-    # Imported here so the other figures work while the metrics module is being written.
-    from .metrics import roc_auc, roc_curve
-
     score = f"score_{attack}"
     _require_columns(scores, ["method", "density", "set", score])
     unknown_sets = sorted(set(scores["set"]) - {"member", "non-member"})
@@ -354,6 +352,100 @@ def roc_curves(scores: pd.DataFrame, attack: str) -> Figure:
         title=f"ROC, {attack} attack",
         xlabel="False positive rate (log)",
         ylabel="True positive rate (log)",
+    )
+    _legend_below(figure, max_columns=1)
+    return figure
+
+
+ABLATION_SWEEPS: Final = {
+    "lambda": "Safety weight λ",
+    "n": "Number of candidates N",
+    "set": "Strategy set",
+}
+
+
+@mpl.rc_context(STYLE)
+def ablation(table: pd.DataFrame, attack: str) -> Figure:
+    """SafeCompress variants: task accuracy (top) and attack AUC (bottom), one column per
+    sweep; variants are named `<sweep>_<value>` (lambda_2.0, n_4, set_prune_scales)."""
+    _require_columns(table, ["variant", "attack", "seed", "task_acc", "auc"])
+    rows = table[table["attack"] == attack]
+    if rows.empty:
+        raise ValueError(f"no rows for attack {attack!r}")
+    parts = rows["variant"].str.partition("_")
+    rows = rows.assign(sweep=parts[0], value=parts[2])
+    sweeps = [sweep for sweep in ABLATION_SWEEPS if (rows["sweep"] == sweep).any()]
+    figure, axes_grid = _panels(2, len(sweeps), sharey="row")
+    style = METHOD_STYLE["safecompress"]
+    for column, sweep in enumerate(sweeps):
+        stats = _seed_mean_sd(rows[rows["sweep"] == sweep], ["value"], ["task_acc", "auc"])
+        if sweep != "set":  # numeric sweeps in numeric order
+            stats = stats.assign(x=stats["value"].astype(float)).sort_values("x")
+        else:
+            stats = stats.assign(x=stats["value"])
+        for row, (value, scale, label) in enumerate(
+            (("task_acc", 100, ACCURACY_LABEL), ("auc", 1, f"Attack AUC ({attack} attack)"))
+        ):
+            axes = axes_grid[row, column]
+            axes.errorbar(
+                stats["x"],
+                scale * stats[f"{value}_mean"],
+                yerr=scale * stats[f"{value}_std"],
+                color=style.color,
+                marker=style.marker,
+                label=style.label,
+                linestyle="none" if sweep == "set" else "-",
+            )
+            axes.set(xlabel=ABLATION_SWEEPS[sweep], ylabel=label if column == 0 else None)
+        if sweep == "n":  # whole numbers of candidates only
+            for axes in axes_grid[:, column]:
+                axes.xaxis.set_major_locator(FixedLocator(stats["x"].tolist()))
+    for axes in axes_grid[1]:
+        axes.axhline(CHANCE_LEVEL["auc"], **CHANCE_STYLE)
+    density = ", ".join(f"{d:g}" for d in sorted(rows["density"].unique()))
+    figure.suptitle(f"SafeCompress ablations at density {density} (mean ± sd over seeds)")
+    _legend_below(figure)
+    return figure
+
+
+@mpl.rc_context(STYLE)
+def candidate_trajectory(updates: pd.DataFrame) -> Figure:
+    """Every candidate of every mask update: validation accuracy vs simulated attack advantage,
+    coloured by training step; the selected candidate of each update is circled."""
+    _require_columns(updates, ["step", "val_acc", "advantage", "selected"])
+    figure, axes_grid = _panels(1, 1, ROC_PANEL_SIZE)
+    axes = axes_grid[0, 0]
+    points = axes.scatter(
+        updates["advantage"],
+        100 * updates["val_acc"],
+        c=updates["step"],
+        cmap="viridis",
+        s=18,
+        label="candidate",
+    )
+    chosen = updates[updates["selected"].astype(bool)].sort_values("step")
+    axes.plot(
+        chosen["advantage"],
+        100 * chosen["val_acc"],
+        color="0.4",
+        linewidth=0.8,
+        zorder=1,
+        label="selected, in step order",
+    )
+    axes.scatter(
+        chosen["advantage"],
+        100 * chosen["val_acc"],
+        s=80,
+        facecolors="none",
+        edgecolors=METHOD_STYLE["safecompress"].color,
+        linewidths=1.4,
+        label="selected",
+    )
+    figure.colorbar(points, ax=axes, label="Training step")
+    axes.set(
+        title="SafeCompress safety test, every candidate",
+        xlabel="Simulated attack advantage on the probe (2·acc − 1)",
+        ylabel="Validation accuracy (%)",
     )
     _legend_below(figure, max_columns=1)
     return figure

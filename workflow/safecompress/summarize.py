@@ -4,7 +4,8 @@
         --summary results/tables/summary.csv --paper-table results/tables/paper_table.csv \\
         --markdown results/tables/paper_table.md
 
-summary.csv:      one row per dataset x method x density x seed x attack (tidy).
+summary.csv:      one row per dataset x method x variant x density x seed x attack (tidy);
+                  the variant is "default" except for ablations (ablation.csv).
 paper_table.csv:  mean and sd over seeds per dataset x method x density x attack x metric.
 paper_table.md:   the same as Markdown, one table per data set, "mean ± sd" cells.
 """
@@ -19,7 +20,7 @@ import pandas as pd
 from . import cli
 from .io import atomic_path, read_csv, write_csv
 
-KEY = ["dataset", "method", "density", "seed", "attack"]
+KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
 METRICS = ["task_acc", "attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
 METHOD_ORDER = ["dense", "magnitude", "dst", "safecompress"]
 
@@ -34,16 +35,18 @@ def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
         )
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return summary.sort_values(
-        ["dataset", "method", "density", "seed", "attack"],
+        KEY,
         key=lambda col: col.map(order) if col.name == "method" else col,
-        ascending=[True, True, False, True, True],
+        ascending=[True, True, True, False, True, True],
     ).reset_index(drop=True)
 
 
 def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample sd over seeds of every metric (tidy: one row per metric)."""
     long = summary.melt(id_vars=KEY, value_vars=METRICS, var_name="metric")
-    grouped = long.groupby(["dataset", "method", "density", "attack", "metric"], sort=False)
+    grouped = long.groupby(
+        ["dataset", "method", "variant", "density", "attack", "metric"], sort=False
+    )
     stats = grouped["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     stats["sd"] = stats["sd"].fillna(0.0)
     return stats
@@ -90,15 +93,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--inputs", nargs="+", required=True, help="attacks.csv of every model")
     p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--paper-table", required=True, type=Path)
-    p.add_argument("--markdown", required=True, type=Path)
+    p.add_argument("--paper-table", type=Path, help="mean and sd over seeds (CSV)")
+    p.add_argument("--markdown", type=Path, help="mean ± sd tables (Markdown)")
     args = p.parse_args(argv)
     summary = summary_table([read_csv(path, required=(*KEY, *METRICS)) for path in args.inputs])
-    stats = seed_statistics(summary)
     write_csv(summary, args.summary)
-    write_csv(stats, args.paper_table)
-    with atomic_path(args.markdown) as tmp:
-        tmp.write_text(markdown_tables(stats))
+    stats = seed_statistics(summary)
+    if args.paper_table:
+        write_csv(stats, args.paper_table)
+    if args.markdown:
+        with atomic_path(args.markdown) as tmp:
+            tmp.write_text(markdown_tables(stats))
     print(f"{len(summary)} rows from {len(args.inputs)} models -> {args.summary}")
 
 

@@ -1,0 +1,69 @@
+"""Wall-time cost of SafeCompress's safety test: SafeCompress vs DST without a test.
+
+    python benchmarks/safety_cost.py [--config config/config.yaml] [--density 0.1] [--repeats 3]
+
+Both methods train the same model for the same epochs on the default data, in this process
+(no interpreter or import start-up in the timing); the median of `--repeats` runs is compared.
+Target: ratio <= 1.25 with N = 4 candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from safecompress import compress
+from safecompress.checkpoint import Checkpoint
+from safecompress.config import load_yaml
+from safecompress.data import load_data, load_pool, make_split
+from safecompress.io import write_csv
+
+TARGET_RATIO = 1.25
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--density", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    config = load_yaml(args.config)
+    spec = config["data"][args.dataset]
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        split_path = Path(tmp) / "split.csv"
+        write_csv(make_split(len(load_pool(spec).y), spec["split"], spec["split_seed"]), split_path)
+        data = load_data(spec, split_path, torch.device("cpu"))
+        job = argparse.Namespace(density=args.density, seed=0, dense=None)
+        seconds = {}
+        for method in ("dst", "safecompress"):
+            runs = []
+            for repeat in range(args.repeats):
+                checkpoint = Checkpoint(Path(tmp) / f"{method}{repeat}.pt", "benchmark")
+                start = time.perf_counter()
+                getattr(compress, method)(data, job, config, torch.device("cpu"), checkpoint)
+                runs.append(time.perf_counter() - start)
+            seconds[method] = statistics.median(runs)
+
+    n = len(config["safecompress"]["strategies"])
+    ratio = seconds["safecompress"] / seconds["dst"]
+    print(
+        f"data {args.dataset}, density {args.density}, {config['train']['epochs']} epochs, "
+        f"N = {n} candidates, candidate_steps = {config['safecompress']['candidate_steps']}, "
+        f"update_interval = {config['sparse']['update_interval']}"
+    )
+    for method, value in seconds.items():
+        print(f"{method:>12}: {value:6.2f} s (median of {args.repeats})")
+    verdict = "within" if ratio <= TARGET_RATIO else "OVER"
+    print(f"safecompress / dst wall time: {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
+
+
+if __name__ == "__main__":
+    main()
