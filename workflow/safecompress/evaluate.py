@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     )
     shadow = pd.concat(
-        [read_csv(path, required=("shadow", *SIGNAL_COLUMNS)) for path in args.shadow_signals],
+        [
+            read_csv(path, required=("shadow", *SIGNAL_COLUMNS), complete=True)
+            for path in args.shadow_signals
+        ],
         ignore_index=True,
     )
     metrics, scores = attacks.run_attacks(signals, shadow, evaluation["attacks"], args.seed)

@@ -55,8 +55,13 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun") from err
 
 
-def read_csv(path: str | os.PathLike, required: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read a table and check it has the `required` columns, naming the file if not."""
+def read_csv(
+    path: str | os.PathLike, required: tuple[str, ...] = (), complete: bool = False
+) -> pd.DataFrame:
+    """Read a table and check it has the `required` columns, naming the file if not.
+
+    With `complete`, a missing value anywhere (as a file cut off mid-row has) is refused too.
+    """
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError as err:
@@ -66,6 +71,11 @@ def read_csv(path: str | os.PathLike, required: tuple[str, ...] = ()) -> pd.Data
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; delete it and rerun")
+    if complete and frame.isna().any(axis=None):
+        row = int(frame.isna().any(axis=1).to_numpy().argmax()) + 2  # 1-based, after header
+        raise ValueError(
+            f"{path}: missing values from line {row} (truncated?); delete it and rerun"
+        )
     return frame
 
 

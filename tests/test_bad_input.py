@@ -1,0 +1,110 @@
+"""Bad input stops the workflow with one message naming the key or file and the fix, before
+any training, leaving nothing under results/."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from safecompress import cli, evaluate
+from safecompress.io import read_csv
+from safecompress.signals import SIGNAL_COLUMNS
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
+
+
+def with_change(path: str, value):
+    config = copy.deepcopy(TINY)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "path, value, named",
+    [
+        ("epochz", 10, "epochz"),
+        ("train.epochs", -3, "train.epochs"),
+        ("densities", [0.0, 0.1], "densities.0"),
+        ("densities", [], "densities"),
+        ("methods", ["lottery"], "methods.0"),
+        ("safecompress.lambda", -1, "safecompress.lambda"),
+        ("data.digits.split.target_out", 0.9, "data.digits.split"),
+        ("datasets", ["cifar10"], "data.cifar10"),
+    ],
+)
+def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, named):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(with_change(path, value)))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(config),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    message = [line for line in result.stderr.splitlines() if line.startswith("config key")]
+    assert len(message) == 1 and named in message[0], result.stderr[-2000:]
+    assert "config/README.md" in message[0] or "add" in message[0] or "lower" in message[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_truncated_signals_file_names_the_file(tmp_path):
+    signals = tmp_path / "signals.csv"
+    rows = [f"0,{i},member,1,0.25,0.5,1.5" for i in range(5)]
+    text = "\n".join(["shadow,index,set,label,loss,logit_0,logit_1", *rows]) + "\n"
+    signals.write_text(text[: len(text) - 8])  # the writer died mid-row
+    with pytest.raises(ValueError, match=f"{signals}: missing values from line 6"):
+        read_csv(signals, required=("shadow", *SIGNAL_COLUMNS), complete=True)
+
+
+def test_evaluate_refuses_a_corrupt_model_in_one_line(tmp_path, capsys):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"not a model")
+    split = tmp_path / "split.csv"
+    pd.DataFrame({"index": [0], "set": ["target_train"]}).to_csv(split, index=False)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(
+            evaluate.main,
+            [
+                "--dataset",
+                "digits",
+                "--split",
+                str(split),
+                "--model",
+                str(model),
+                "--shadow-signals",
+                str(split),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--config",
+                str(REPO / ".test/config/config.yaml"),
+            ],
+        )
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith(f"error: {model}: not a readable SafeCompress model file")
+    assert not (tmp_path / "out").exists()
