@@ -150,3 +150,13 @@ def test_ablation_variants_change_only_their_setting(run):
     neutral = pd.read_csv(root / "lambda_0.0/density0.05/seed0/updates.csv")
     for _, group in neutral.groupby("step"):
         assert group.loc[group["selected"], "val_acc"].iloc[0] == group["val_acc"].max()
+
+
+def test_report_has_every_figure_and_table_with_its_caption(run):
+    result = snakemake(run, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (run / "report.html").read_text()
+    for caption in sorted((REPO / "workflow/report").glob("*.rst")):
+        first_words = " ".join(caption.read_text().split()[:3])
+        if "{{" not in first_words:  # the workflow description is a template
+            assert first_words in report, caption.name

@@ -125,8 +125,10 @@ def shadow_signals(wildcards):
 
 
 def final_outputs():
-    tables = [results(f"tables/{name}") for name in TABLES]
-    figures = [results(f"figures/{name}.png") for name in SUMMARY_FIGURES]
+    ablations = ["ablation"] if ablation_variants() else []
+    tables = [results(f"tables/{name}.{ext}") for name, ext in TABLES]
+    tables += [results(f"tables/{name}.csv") for name in ablations]
+    figures = [results(f"figures/{name}.png") for name in SUMMARY_FIGURES + ablations]
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")
         for dataset in config["datasets"]
@@ -136,13 +138,12 @@ def final_outputs():
     return tables + figures + per_dataset
 
 
-TABLES = ["summary.csv", "paper_table.csv", "paper_table.md", "ablation.csv"]
+TABLES = [("summary", "csv"), ("paper_table", "csv"), ("paper_table", "md")]
 SUMMARY_FIGURES = [
     "accuracy_vs_density",
     "auc_vs_density",
     "tpr_vs_density",
     "tradeoff",
-    "ablation",
 ]
 
 
