@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-env.sh --dev
+# SLURM for tests/test_slurm.py (a one-node test cluster); installs only as root, and
+# test_slurm.py skips itself when it is missing and cannot be installed.
+bash scripts/slurm-cluster.sh install ||
+    echo "test.sh: SLURM not installed; tests/test_slurm.py will be skipped" >&2
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 
 echo "== lint: ruff, snakefmt, snakemake --lint" >&2

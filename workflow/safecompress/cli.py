@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import ConfigError, load_yaml
+from .config import ConfigError, check_config, load_yaml
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -45,11 +45,11 @@ def sections(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if len(given) < len(names):
         config = load_yaml(args.config)
-        for name in names:
-            if name not in given:
-                if name not in config:
-                    raise ConfigError(f"config file {args.config} has no `{name}` section")
-                given[name] = config[name]
+        try:
+            check_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"{args.config}: {err}") from None
+        given |= {name: config[name] for name in names if name not in given}
     return given
 
 
