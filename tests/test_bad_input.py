@@ -40,6 +40,19 @@ def with_change(path: str, value):
         ("safecompress.lambda", -1, "safecompress.lambda"),
         ("data.digits.split.target_out", 0.9, "data.digits.split"),
         ("datasets", ["cifar10"], "data.cifar10"),
+        ("seeds", [-1], "seeds.0"),
+        ("densities", [1.5], "densities.0"),
+        ("model.arch", "gpt5", "model.arch"),
+        ("train.lr", "fast", "train.lr"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("evaluation.attacks", ["oracle"], "evaluation.attacks.0"),
+        ("evaluation.roc_density", 0.33, "evaluation.roc_density"),
+        ("safecompress.strategies", [], "safecompress.strategies"),
+        ("safecompress.safety_attack", "lira", "safecompress.safety_attack"),
+        ("sparse.growth", "magic", "sparse.growth"),
+        ("shadow.n_models", 0, "shadow.n_models"),
+        ("ablation.n_candidates", [7], "ablation.n_candidates"),
+        ("data.digits.name", 7, "data.digits.name"),
     ],
 )
 def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, named):
@@ -68,7 +81,8 @@ def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, na
     assert result.returncode != 0
     message = [line for line in result.stderr.splitlines() if line.startswith("config key")]
     assert len(message) == 1 and named in message[0], result.stderr[-2000:]
-    assert "config/README.md" in message[0] or "add" in message[0] or "lower" in message[0]
+    problem, _, fix = message[0].rpartition("; ")
+    assert problem and fix  # "config key <key>: <problem>; <what to do>"
     assert not (tmp_path / "results").exists()
 
 

@@ -60,6 +60,13 @@ def test_missing_split_file_names_the_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_split_files_are_byte_identical_across_runs(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    for path in (first, second):
+        assert step("split", "--dataset", "digits", "--out", str(path)).returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_training_is_deterministic_for_a_seed():
     spec = TrainSpec(
         epochs=2,
