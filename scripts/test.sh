@@ -9,6 +9,11 @@ bash scripts/setup-env.sh --dev
 # test_slurm.py skips itself when it is missing and cannot be installed.
 bash scripts/slurm-cluster.sh install ||
     echo "test.sh: SLURM not installed; tests/test_slurm.py will be skipped" >&2
+# Real Fashion-MNIST files (the original gzip idx) for the loader and workflow format tests.
+if [[ ! -d /usr/share/datasets/fashion-mnist && $(id -u) -eq 0 ]]; then
+    apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; }
+fi
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 
 echo "== lint: ruff, snakefmt, snakemake --lint" >&2

@@ -61,6 +61,17 @@ def data_spec(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
     return data[dataset]
 
 
+def dataset_sections(
+    args: argparse.Namespace, dataset: str, *names: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data set's entry, and the requested sections with the data set's own `model` /
+    `train` (if it has them) replacing the global ones, as the workflow does."""
+    spec = data_spec(args, dataset)
+    config = sections(args, *names)
+    config.update({name: spec[name] for name in names if name in spec})
+    return spec, config
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
     """Run a step: progress to stderr; a bad input ends in one line naming it and exit code 2."""
     logging.basicConfig(

@@ -67,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ValueError(f"--density must be in (0, 1), got {args.density}")
     if args.method == "magnitude" and not args.dense:
         raise ValueError("--method magnitude needs --dense, the trained dense model to prune")
-    config = cli.sections(args, "model", "train", "sparse", "safecompress")
-    spec = cli.data_spec(args, args.dataset)
+    spec, config = cli.dataset_sections(
+        args, args.dataset, "model", "train", "sparse", "safecompress"
+    )
 
     device = pick_device()
     data = load_data(spec, args.split, device)
@@ -192,6 +193,8 @@ def _sparse_training(
         args.density,
         config["sparse"]["distribution"],
         torch.Generator().manual_seed(args.seed),
+        # the 1/sqrt(density) rescaling suits fresh weights, not a pretrained transformer's
+        rescale=config["model"]["arch"] != "transformer",
     )
     start = engine.layer_density()
     optimizer, scheduler = make_optimizer(model, spec)
@@ -212,7 +215,7 @@ def _sparse_training(
         checkpoint=checkpoint,
         stateful={"update": update},
     )
-    return model, history, pd.DataFrame(update.records), start
+    return model, history, update.table(), start
 
 
 def _schedule(data: Data, config: dict[str, Any]) -> Schedule:

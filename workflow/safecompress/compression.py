@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from . import attacks
 from .data import Split
+from .metrics import ATTACK_METRICS
 from .sparse import SparseEngine, cosine_prune_fraction
 from .training import predict_logits, train_step
 
@@ -56,8 +58,13 @@ class Strategy:
 class LoggedUpdate:
     """What every mask-update hook checkpoints: its log so far and its random generator."""
 
+    columns: tuple[str, ...]  # of the log, so a run without any update still has a header
     records: list[dict[str, Any]]
     generator: torch.Generator
+
+    def table(self) -> pd.DataFrame:
+        """The log: one row per mask update (per candidate, for SafeCompress)."""
+        return pd.DataFrame(self.records, columns=list(self.columns))
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": self.records, "generator": self.generator.get_state()}
@@ -69,6 +76,8 @@ class LoggedUpdate:
 
 class DSTUpdate(LoggedUpdate):
     """Dynamic sparse training without a safety test (SET / RigL style): one strategy."""
+
+    columns = ("step", "prune_fraction", "growth")
 
     def __init__(
         self,
@@ -116,6 +125,19 @@ class SafetyTest:
 
 class SafeCompressUpdate(LoggedUpdate):
     """Safety-test-driven selection among N candidate sparse models at every mask update."""
+
+    columns = (
+        "step",
+        "candidate",
+        "strategy",
+        "scale",
+        "growth",
+        "prune_fraction",
+        "val_acc",
+        *ATTACK_METRICS,
+        "score",
+        "selected",
+    )
 
     def __init__(
         self,

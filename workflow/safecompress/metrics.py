@@ -79,6 +79,9 @@ def balanced_accuracy(is_member: np.ndarray, predicted_member: np.ndarray) -> fl
     return float((tpr + tnr) / 2)
 
 
+ATTACK_METRICS = ("attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+
+
 def attack_metrics(
     is_member: np.ndarray, scores: np.ndarray, predicted_member: np.ndarray
 ) -> dict[str, float]:

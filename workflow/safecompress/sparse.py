@@ -153,7 +153,12 @@ class SparseEngine:
 
     @classmethod
     def random_init(
-        cls, model: nn.Module, density: float, distribution: str, generator: torch.Generator
+        cls,
+        model: nn.Module,
+        density: float,
+        distribution: str,
+        generator: torch.Generator,
+        rescale: bool = True,
     ) -> SparseEngine:
         """Sparse start of dynamic sparse training: random masks with layer-wise densities."""
         layers = prunable_layers(model)
@@ -164,9 +169,10 @@ class SparseEngine:
         # Sparsity-aware initialisation: with a fraction d of its inputs kept, a unit's output
         # variance shrinks by d; scaling by 1/sqrt(d) restores the dense initial variance so
         # very sparse networks still pass signal (Evci et al., "Gradient flow in sparse NNs").
-        with torch.no_grad():
-            for name, density_l in densities.items():
-                layers[name].weight.mul_(1.0 / math.sqrt(density_l))
+        if rescale:
+            with torch.no_grad():
+                for name, density_l in densities.items():
+                    layers[name].weight.mul_(1.0 / math.sqrt(density_l))
         return cls.attach(model, masks)
 
     @classmethod

@@ -33,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "model", "train")
     args = p.parse_args(argv)
-    config = cli.sections(args, "model", "train")
-    spec = cli.data_spec(args, args.dataset)
+    spec, config = cli.dataset_sections(args, args.dataset, "model", "train")
 
     device = pick_device()
     data = load_data(spec, args.split, device)

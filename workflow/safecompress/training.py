@@ -74,9 +74,10 @@ def make_optimizer(
 
 
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches of one epoch in a seeded random order (the last batch may be smaller)."""
-    order = torch.randperm(n, generator=generator)
-    yield from order.split(batch_size)
+    """Index batches of one epoch in a seeded random order. The last batch may be smaller,
+    but never a single sample, which batch normalisation cannot train on."""
+    batches = torch.randperm(n, generator=generator).split(batch_size)
+    yield from batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
