@@ -43,9 +43,10 @@ def main() -> None:
     if done.returncode:
         sys.exit(f"snakemake failed (exit {done.returncode}); see {log}")
 
-    rows = [
-        pd.read_csv(path, sep="\t").assign(rule=path.parent.name)
-        for path in sorted((REPO / results / "benchmarks").glob("*/*.tsv"))
+    benchmarks = REPO / results / "benchmarks"
+    rows = [  # benchmarks/<rule>/<job>.tsv; ablation jobs sit one folder deeper
+        pd.read_csv(path, sep="\t").assign(rule=path.relative_to(benchmarks).parts[0])
+        for path in sorted(benchmarks.rglob("*.tsv"))
     ]
     per_rule = pd.concat(rows).groupby("rule")["s"].agg(jobs="count", total_s="sum", mean_s="mean")
     print(f"cpu cores: {os.cpu_count()}, snakemake --cores {args.cores}")

@@ -405,7 +405,7 @@ class Data:
 
     def take(self, indices: np.ndarray) -> Split:
         """The samples at these pool indices."""
-        rows = torch.as_tensor(indices, device=self.x.device)
+        rows = torch.tensor(indices, dtype=torch.long, device=self.x.device)  # copies
         return Split(self.x[rows], self.y[rows])
 
     def set(self, name: str) -> Split:
