@@ -1,32 +1,18 @@
 """Bad input stops the workflow with one message naming the key or file and the fix, before
 any training, leaving nothing under results/."""
 
-import copy
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from helpers import REPO, TINY, changed, snakemake_command, workflow_env
 from safecompress import cli, evaluate
 from safecompress.io import read_csv
 from safecompress.signals import SIGNAL_COLUMNS
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
-
-
-def with_change(path: str, value):
-    config = copy.deepcopy(TINY)
-    *parents, last = path.split(".")
-    node = config
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return config
+TINY_CONFIG = yaml.safe_load(TINY.read_text())
 
 
 @pytest.mark.parametrize(
@@ -57,25 +43,12 @@ def with_change(path: str, value):
 )
 def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, named):
     config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump(with_change(path, value)))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    config.write_text(yaml.safe_dump(changed(TINY_CONFIG, path, value)))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(config),
-            "--cores",
-            "1",
-        ],
+        snakemake_command(tmp_path, [config], "--cores", "1"),
         capture_output=True,
         text=True,
-        env=env,
+        env=workflow_env(),
         timeout=120,
     )
     assert result.returncode != 0

@@ -1,11 +1,11 @@
 """The config is checked before any work: every mistake names its key."""
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers import changed
 from safecompress.config import ConfigError, check_config, load_yaml
 
 DEFAULT = yaml.safe_load((Path(__file__).parent.parent / "config" / "config.yaml").read_text())
@@ -13,19 +13,6 @@ DEFAULT = yaml.safe_load((Path(__file__).parent.parent / "config" / "config.yaml
 
 def test_default_config_is_valid():
     check_config(DEFAULT)
-
-
-def changed(path, value):
-    config = copy.deepcopy(DEFAULT)
-    *parents, last = path.split(".")
-    node = config
-    for key in parents:
-        node = node[key]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
-    return config
 
 
 @pytest.mark.parametrize(
@@ -56,7 +43,7 @@ def changed(path, value):
 )
 def test_bad_config_names_the_key(path, value, message):
     with pytest.raises(ConfigError, match=message) as caught:
-        check_config(changed(path, value))
+        check_config(changed(DEFAULT, path, value))
     assert "\n" not in str(caught.value)
 
 

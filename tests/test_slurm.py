@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / ".test" / "config" / "config.yaml"
+from helpers import REPO, TINY, snakemake_command
+
 PROFILE = REPO / "profiles" / "slurm"
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"
 GPU_RULES = {"train_dense", "train_shadow", "compress"}
@@ -116,19 +116,7 @@ def cluster(tmp_path_factory, request) -> Cluster:
 
 
 def snakemake_args(workdir: Path, configfiles: list[Path], *options: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        *map(str, configfiles),
-        *options,  # between the variadic --configfile and the targets
-        *TARGETS,
-    ]
+    return snakemake_command(workdir, configfiles, *options, *TARGETS)
 
 
 def run_slurm(cluster: Cluster, workdir: Path, configfiles: list[Path]):

@@ -1,9 +1,7 @@
 """The whole workflow on the tiny config, in a temporary directory: every output exists and
 every number in summary.csv can be recomputed from the saved per-sample files."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,38 +10,17 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from helpers import REPO, TINY, snakemake_command, workflow_env
 from safecompress.data import check_split
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / ".test" / "config" / "config.yaml"
 ATTACKS = ["nn", "loss", "confidence", "entropy", "modified_entropy"]
 
 pytestmark = pytest.mark.workflow
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(TINY),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    command = snakemake_command(workdir, [TINY], "--cores", "2", *args)
+    return subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=900)
 
 
 @pytest.fixture(scope="module")

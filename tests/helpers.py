@@ -1,0 +1,46 @@
+"""Shared by the tests that run the workflow: the snakemake command line and config edits."""
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / ".test" / "config" / "config.yaml"
+
+
+def snakemake_command(workdir: Path, configfiles: list[Path], *options: str) -> list[str]:
+    """Run this repository's workflow in `workdir` with `configfiles` (merged in order)."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *map(str, configfiles),
+        *options,  # after the variadic --configfile
+    ]
+
+
+def workflow_env() -> dict[str, str]:
+    """This interpreter's environment first on PATH (the jobs run `python`), hub offline."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+def changed(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `config` with the dotted `key` set to `value` (deleted if value is KeyError)."""
+    config = copy.deepcopy(config)
+    *parents, last = key.split(".")
+    node = config
+    for name in parents:
+        node = node[name]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return config
