@@ -23,7 +23,7 @@ from safecompress.compression import SafeCompressUpdate, SafetyTest, Schedule, S
 from safecompress.data import Split
 from safecompress.models import build_model
 from safecompress.sparse import SparseEngine
-from safecompress.training import TrainSpec, make_optimizer, pick_device, train_step
+from safecompress.training import TrainSpec, make_optimizer, pick_device, to_device, train_step
 
 CIFAR_TRAIN = 50_000
 TARGET_RATIO = 1.2
@@ -81,12 +81,12 @@ def main() -> None:
         gamma=0.1,
     )
 
-    dense = build_model({"arch": "resnet18"}, (3, 32, 32), 10).to(device)
+    dense = to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
     dense_step = seconds_per_step(
         dense, make_optimizer(dense, spec)[0], data, args.batch, args.steps, lambda: None
     )
 
-    model = build_model({"arch": "resnet18"}, (3, 32, 32), 10).to(device)
+    model = to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
     engine = SparseEngine.random_init(model, args.density, "erk", torch.Generator().manual_seed(0))
     optimizer = make_optimizer(model, spec)[0]
     sparse_step = seconds_per_step(model, optimizer, data, args.batch, args.steps, engine.apply)

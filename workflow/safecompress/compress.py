@@ -46,6 +46,7 @@ from .training import (
     pick_device,
     provenance,
     seed_everything,
+    to_device,
 )
 
 METHODS = ("magnitude", "dst", "safecompress")
@@ -116,7 +117,7 @@ def magnitude(
 ) -> Result:
     """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning."""
     model, _ = load_model(args.dense)
-    model.to(device)
+    to_device(model, device)
     engine = SparseEngine.magnitude_init(model, args.density, config["sparse"]["distribution"])
     start = engine.layer_density()
     spec = TrainSpec.from_config(config["train"], epochs=config["sparse"]["finetune_epochs"])
@@ -187,7 +188,8 @@ def _sparse_training(
 ) -> Result:
     """Random ERK masks, then training with mask updates from `make_update`'s hook."""
     train, spec = data.set("target_train"), TrainSpec.from_config(config["train"])
-    model = build_model(config["model"], tuple(data.x.shape[1:]), data.n_classes).to(device)
+    model = build_model(config["model"], tuple(data.x.shape[1:]), data.n_classes)
+    to_device(model, device)
     engine = SparseEngine.random_init(
         model,
         args.density,

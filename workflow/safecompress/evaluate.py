@@ -23,7 +23,7 @@ from .io import read_csv, write_csv
 from .models import load_model
 from .signals import SIGNAL_COLUMNS, logits_of, signal_table
 from .sparse import measured_density
-from .training import pick_device
+from .training import pick_device, to_device
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     device = pick_device()
     model, meta = load_model(args.model)
-    model.to(device)
+    to_device(model, device)
     data = load_data(spec, args.split, device)
     signals = signal_table(
         model,

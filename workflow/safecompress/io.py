@@ -39,22 +39,6 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
         frame.to_csv(tmp, index=False)  # shortest repr that round-trips every float exactly
 
 
-def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write a JSON document atomically, keys sorted so equal data gives equal bytes."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON document, naming the file if it is missing or corrupt."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: no such file; rerun the rule that makes it") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it and rerun") from err
-
-
 def read_csv(
     path: str | os.PathLike, required: tuple[str, ...] = (), complete: bool = False
 ) -> pd.DataFrame:

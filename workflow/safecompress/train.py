@@ -19,7 +19,7 @@ from .data import load_data, shadow_partition
 from .io import config_hash, write_csv
 from .models import build_model, save_model
 from .signals import signal_table
-from .training import TrainSpec, fit, pick_device, provenance, seed_everything
+from .training import TrainSpec, fit, pick_device, provenance, seed_everything, to_device
 
 SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart from targets
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     seed_everything(seed)
     input_shape = tuple(train.x.shape[1:])
-    model = build_model(config["model"], input_shape, data.n_classes).to(device)
+    model = to_device(build_model(config["model"], input_shape, data.n_classes), device)
     job = {"dataset": args.dataset, "role": args.role, "seed": args.seed, "v": __version__}
     checkpoint = Checkpoint(
         args.out_dir / "checkpoint.pt", config_hash({"data": spec, **config, **job})

@@ -80,14 +80,22 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Ite
     yield from batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
 
 
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to `device`; on a GPU, convolution weights go channels-last once here,
+    not on every forward pass."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Float32 logits. On a GPU: bf16 autocast, and images in channels-last layout (which the
-    model adopts on its first GPU call), the fast paths of tensor cores. On the CPU: plain
-    float32, so CPU runs stay bit-for-bit reproducible."""
+    """Float32 logits. On a GPU: bf16 autocast, and images in channels-last layout to match
+    the weights (see `to_device`), the fast paths of tensor cores. On the CPU: plain float32,
+    so CPU runs stay bit-for-bit reproducible."""
     if x.device.type != "cuda":
         return model(x)
     if x.dim() == 4:
-        model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         return model(x).float()
