@@ -40,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         split_path = Path(tmp) / "split.csv"
         write_csv(make_split(len(load_pool(spec).y), spec["split"], spec["split_seed"]), split_path)
-        data = load_data(spec, split_path, torch.device("cpu"))
+        data = load_data(spec, split_path)
         job = argparse.Namespace(density=args.density, seed=0, dense=None)
         seconds = {}
         for method in ("dst", "safecompress"):

@@ -1,25 +1,33 @@
 """Training throughput of dense vs SafeCompress training of CIFAR ResNet-18 (images/s).
 
-    PYTHONPATH=workflow python benchmarks/sparse_throughput.py [--steps 20] [--batch 128]
+    PYTHONPATH=workflow python benchmarks/sparse_throughput.py [--config config/paper.yaml]
+        [--steps 20] [--batch 128] [--workers 0]
 
 Times, on CIFAR-shaped inputs (3x32x32, 10 classes; throughput does not depend on the pixel
 values, so no data set is needed), (a) dense training steps, (b) sparse training steps with
 the masks re-applied after each step, and (c) one SafeCompress mask update (N candidates, each
-trained `candidate_steps` steps and safety-tested on a probe). The SafeCompress epoch is
-steps x (b) + updates x (c), with one update every `update_interval` steps; the target is
-SafeCompress epoch <= 1.2 x dense epoch. Runs on CUDA when present (bf16 autocast,
-channels-last), else on the CPU, and says which.
+trained `candidate_steps` steps and safety-tested on a probe), all through the training code
+of the workflow (batches, augmentation, candidate selection). Batch size, augmentation,
+loader workers, update interval, strategies, candidate steps, safety attack and probe size
+come from the config's `train`, `sparse` and `safecompress` sections (those of the paper
+grid by default). The SafeCompress epoch is steps x (b) + updates x (c), with one update
+every `update_interval` steps; the target is SafeCompress epoch <= 1.2 x dense epoch. Runs on
+CUDA when present (bf16 autocast, channels-last), else on the CPU, and says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import math
 import time
 
 import torch
 
+from safecompress.batches import TrainBatches
 from safecompress.compression import SafeCompressUpdate, SafetyTest, Schedule, Strategy
+from safecompress.config import load_yaml
 from safecompress.data import Split
 from safecompress.models import build_model
 from safecompress.sparse import SparseEngine
@@ -27,12 +35,6 @@ from safecompress.training import TrainSpec, make_optimizer, pick_device, to_dev
 
 CIFAR_TRAIN = 50_000
 TARGET_RATIO = 1.2
-STRATEGIES = [
-    Strategy(1.0, "gradient"),
-    Strategy(0.5, "gradient"),
-    Strategy(1.5, "random"),
-    Strategy(1.0, "momentum"),
-]
 
 
 def synchronize(device: torch.device) -> None:
@@ -40,69 +42,73 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def seconds_per_step(model, optimizer, data: Split, batch: int, steps: int, after_step) -> float:
-    device = data.x.device
-    for _ in range(2):  # warm-up: kernels, allocator, channels-last conversion
-        train_step(model, optimizer, data.x[:batch], data.y[:batch])
+def seconds_per_step(model, optimizer, batches: TrainBatches, steps: int, after_step) -> float:
+    """Mean wall time of `steps` training steps after two warm-up steps."""
+    generator = torch.Generator().manual_seed(0)
+    stream = itertools.chain.from_iterable(batches.epoch(generator) for _ in itertools.count())
+    for x, y in itertools.islice(stream, 2):  # warm-up: kernels, allocator, workers
+        train_step(model, optimizer, x, y)
         after_step()
-    synchronize(device)
+    synchronize(batches.device)
     start = time.perf_counter()
-    for step in range(steps):
-        rows = slice((step * batch) % (len(data) - batch), None)
-        train_step(model, optimizer, data.x[rows][:batch], data.y[rows][:batch])
+    for x, y in itertools.islice(stream, steps):
+        train_step(model, optimizer, x, y)
         after_step()
-    synchronize(device)
+    synchronize(batches.device)
     return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/paper.yaml", help="train/sparse/safecompress")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, help="batch size (default: the config's)")
+    parser.add_argument("--workers", type=int, help="loader workers (default: the config's)")
     parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--update-interval", type=int, default=100)
-    parser.add_argument("--candidate-steps", type=int, default=4)
-    parser.add_argument("--probe", type=int, default=512, help="probe samples per side")
     args = parser.parse_args()
+    config = load_yaml(args.config)
+    spec = TrainSpec.from_config(config["train"], epochs=1)
+    spec = dataclasses.replace(
+        spec,
+        batch_size=args.batch or spec.batch_size,
+        workers=spec.workers if args.workers is None else args.workers,
+    )
+    section, interval = config["safecompress"], config["sparse"]["update_interval"]
+    strategies = [Strategy(s["scale"], s["growth"]) for s in section["strategies"]]
     device = pick_device()
     torch.manual_seed(0)
-    n = max(4 * args.batch, 2 * args.probe)
-    data = Split(
-        torch.randn(n, 3, 32, 32, device=device), torch.randint(0, 10, (n,), device=device)
-    )
-    spec = TrainSpec(
-        epochs=1,
-        batch_size=args.batch,
-        lr=0.1,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        milestones=(0.5,),
-        gamma=0.1,
-    )
+    n = max(4 * spec.batch_size, 2 * section["probe_size"])
+    data = Split(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,)))
+    batches = TrainBatches(data, spec, device)
 
-    dense = to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
+    def resnet18() -> torch.nn.Module:
+        return to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
+
+    dense = resnet18()
     dense_step = seconds_per_step(
-        dense, make_optimizer(dense, spec)[0], data, args.batch, args.steps, lambda: None
+        dense, make_optimizer(dense, spec)[0], batches, args.steps, lambda: None
     )
 
-    model = to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
+    model = resnet18()
     engine = SparseEngine.random_init(model, args.density, "erk", torch.Generator().manual_seed(0))
     optimizer = make_optimizer(model, spec)[0]
-    sparse_step = seconds_per_step(model, optimizer, data, args.batch, args.steps, engine.apply)
-    probe = Split(data.x[: args.probe], data.y[: args.probe])
-    safety = SafetyTest("loss", probe, probe, Split(data.x[-args.probe :], data.y[-args.probe :]))
+    sparse_step = seconds_per_step(model, optimizer, batches, args.steps, engine.apply)
+    probe = section["probe_size"]
+    safety = SafetyTest(
+        section["safety_attack"],
+        Split(data.x[:probe], data.y[:probe]),
+        Split(data.x[-probe:], data.y[-probe:]),
+    )
     update = SafeCompressUpdate(
         model,
         engine,
         optimizer,
-        Schedule(1, 0.5, 10**9),
-        STRATEGIES,
+        Schedule(1, config["sparse"]["prune_fraction"], 10**9),
+        strategies,
         safety,
-        1.0,
-        args.candidate_steps,
-        data,
-        args.batch,
+        section["lambda"],
+        section["candidate_steps"],
+        batches,
         torch.Generator().manual_seed(0),
     )
     update(1)  # warm-up
@@ -112,17 +118,19 @@ def main() -> None:
     synchronize(device)
     update_seconds = time.perf_counter() - start
 
-    steps = math.ceil(CIFAR_TRAIN / args.batch)
+    steps = math.ceil(CIFAR_TRAIN / spec.batch_size)
     dense_epoch = steps * dense_step
-    safe_epoch = steps * sparse_step + (steps / args.update_interval) * update_seconds
+    safe_epoch = steps * sparse_step + (steps / interval) * update_seconds
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(
-        f"device: {name} ({device}); CIFAR ResNet-18, batch {args.batch}, density "
-        f"{args.density}, N = {len(STRATEGIES)}, candidate_steps = {args.candidate_steps}, "
-        f"update every {args.update_interval} steps, probe {args.probe} per side"
+        f"device: {name} ({device}); CIFAR ResNet-18, batch {spec.batch_size}, augment "
+        f"{spec.augment}, workers {spec.workers}, density {args.density}, N = "
+        f"{len(strategies)}, candidate_steps = {section['candidate_steps']}, update every "
+        f"{interval} steps, {section['safety_attack']} safety attack on {probe} + {probe} samples"
     )
-    print(f"dense step      {1000 * dense_step:8.1f} ms  {args.batch / dense_step:8.0f} images/s")
-    print(f"sparse step     {1000 * sparse_step:8.1f} ms  {args.batch / sparse_step:8.0f} images/s")
+    for label, seconds in (("dense step ", dense_step), ("sparse step", sparse_step)):
+        images_per_s = spec.batch_size / seconds
+        print(f"{label}     {1000 * seconds:8.1f} ms  {images_per_s:8.0f} images/s")
     print(f"one mask update {1000 * update_seconds:8.1f} ms (all candidates and safety tests)")
     ratio = safe_epoch / dense_epoch
     verdict = "within" if ratio <= TARGET_RATIO else "OVER"

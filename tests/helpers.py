@@ -1,4 +1,4 @@
-"""Shared by the tests that run the workflow: the snakemake command line and config edits."""
+"""Shared by the tests: the snakemake command line, config edits, a small training spec."""
 
 import copy
 import os
@@ -6,8 +6,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safecompress.training import TrainSpec
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / ".test" / "config" / "config.yaml"
+# Two short epochs of small batches: enough to see training change a model.
+SHORT_TRAINING = TrainSpec(
+    epochs=2,
+    batch_size=8,
+    lr=0.1,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    milestones=(0.5,),
+    gamma=0.1,
+)
 
 
 def snakemake_command(workdir: Path, configfiles: list[Path], *options: str) -> list[str]:

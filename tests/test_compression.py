@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from safecompress.batches import TrainBatches
 from safecompress.compression import DSTUpdate, SafeCompressUpdate, SafetyTest, Schedule, Strategy
 from safecompress.data import Split
 from safecompress.models import build_model
@@ -40,13 +41,14 @@ def sparse_setup(seed=0):
 def run(update_factory, seed=0):
     model, engine, (optimizer, scheduler) = sparse_setup(seed)
     train, val = toy_data(96, 1), toy_data(48, 2)
-    update = update_factory(model, engine, optimizer, train, val)
+    batches = TrainBatches(train, SPEC, torch.device("cpu"))
+    update = update_factory(model, engine, optimizer, batches, val)
 
     def after_step(step):
         engine.apply()
         update(step)
 
-    fit(model, train, val, SPEC, seed, after_step, (optimizer, scheduler))
+    fit(model, batches, val, SPEC, seed, after_step, (optimizer, scheduler))
     return model, engine, update
 
 
@@ -56,9 +58,8 @@ def dst_factory(model, engine, optimizer, train, val):
 
 def safecompress_factory(strategies, safety_weight=1.0, candidate_steps=0):
     def factory(model, engine, optimizer, train, val):
-        safety = SafetyTest(
-            "loss", val, Split(train.x[:32], train.y[:32]), Split(val.x[:32], val.y[:32])
-        )
+        members = Split(train.split.x[:32], train.split.y[:32])
+        safety = SafetyTest("loss", members, Split(val.x[:32], val.y[:32]))
         return SafeCompressUpdate(
             model,
             engine,
@@ -69,7 +70,6 @@ def safecompress_factory(strategies, safety_weight=1.0, candidate_steps=0):
             safety_weight,
             candidate_steps,
             train,
-            16,
             torch.Generator().manual_seed(0),
         )
 

@@ -39,6 +39,8 @@ def test_default_config_is_valid():
         ("train", KeyError, "train"),
         ("ablation.n_candidates", [9], "ablation.n_candidates"),
         ("ablation.lambdas", [-1.0], "ablation.lambdas.0"),
+        ("train.augment", "mixup", "train.augment"),
+        ("train.workers", -1, "train.workers"),
     ],
 )
 def test_bad_config_names_the_key(path, value, message):
@@ -54,3 +56,10 @@ def test_unreadable_config_file(tmp_path):
         load_yaml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_image_augmentation_of_text_data_is_refused():
+    paper = load_yaml(Path(__file__).parent.parent / "config" / "paper.yaml")
+    check_config(paper)  # crop_flip globally, text sets with their own train section
+    with pytest.raises(ConfigError, match=r"config key train\.augment: crop_flip .* data\.imdb"):
+        check_config(changed(paper, "data.imdb.train", KeyError))

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import SHORT_TRAINING
+from safecompress.batches import TrainBatches
 from safecompress.data import Split
 from safecompress.models import build_model
-from safecompress.training import TrainSpec, fit, seed_everything
+from safecompress.training import fit, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ["split", "train", "compress", "evaluate", "summarize", "figures"]
@@ -68,23 +70,14 @@ def test_split_files_are_byte_identical_across_runs(tmp_path):
 
 
 def test_training_is_deterministic_for_a_seed():
-    spec = TrainSpec(
-        epochs=2,
-        batch_size=8,
-        lr=0.1,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        milestones=(0.5,),
-        gamma=0.1,
-    )
+    spec = SHORT_TRAINING
     x = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     data = Split(x, (x.sum((1, 2, 3)) > 0).long())
 
     def trained(seed):
         seed_everything(seed)
         model = build_model({"arch": "mlp", "hidden": [16]}, (1, 4, 4), 2)
-        history = fit(model, data, data, spec, seed)
+        history = fit(model, TrainBatches(data, spec, torch.device("cpu")), data, spec, seed)
         return model.state_dict(), history
 
     (a, history_a), (b, history_b), (c, _) = trained(1), trained(1), trained(2)

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from . import __version__, cli
+from .batches import TrainBatches
 from .checkpoint import Checkpoint
 from .compression import (
     DSTUpdate,
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     device = pick_device()
-    data = load_data(spec, args.split, device)
+    data = load_data(spec, args.split)
     seed_everything(args.seed)
     compressor = {"magnitude": magnitude, "dst": dst, "safecompress": safecompress}[args.method]
     # Resumable: a killed run restarts from its last epoch; a finished one leaves no checkpoint.
@@ -123,7 +124,7 @@ def magnitude(
     spec = TrainSpec.from_config(config["train"], epochs=config["sparse"]["finetune_epochs"])
     history = fit(
         model,
-        data.set("target_train"),
+        TrainBatches(data.set("target_train"), spec, device),
         data.set("reference"),
         spec,
         args.seed,
@@ -138,9 +139,9 @@ def dst(
 ) -> Result:
     """Dynamic sparse training without a safety test."""
 
-    def make_update(model, engine, optimizer, train: Split) -> DSTUpdate:
+    def make_update(model, engine, optimizer, train: TrainBatches) -> DSTUpdate:
         generator = torch.Generator().manual_seed(args.seed)
-        schedule = _schedule(data, config)
+        schedule = _schedule(len(train), config)
         return DSTUpdate(engine, optimizer, schedule, config["sparse"]["growth"], generator)
 
     return _sparse_training(data, args, config, device, checkpoint, make_update)
@@ -152,26 +153,23 @@ def safecompress(
     """Dynamic sparse training with safety-test-driven candidate selection."""
     section = config["safecompress"]
 
-    def make_update(model, engine, optimizer, train: Split) -> SafeCompressUpdate:
+    def make_update(model, engine, optimizer, train: TrainBatches) -> SafeCompressUpdate:
         generator = torch.Generator().manual_seed(args.seed)
-        reference = data.set("reference")
         safety = SafetyTest(
             attack=section["safety_attack"],
-            val=reference,
-            members=_probe(train, section["probe_size"], generator),
-            nonmembers=_probe(reference, section["probe_size"], generator),
+            members=_probe(data.set("target_train"), section["probe_size"], generator),
+            nonmembers=_probe(data.set("reference"), section["probe_size"], generator),
         )
         return SafeCompressUpdate(
             model,
             engine,
             optimizer,
-            _schedule(data, config),
+            _schedule(len(train), config),
             [Strategy(s["scale"], s["growth"]) for s in section["strategies"]],
             safety,
             section["lambda"],
             section["candidate_steps"],
             train,
-            config["train"]["batch_size"],
             generator,
         )
 
@@ -187,7 +185,8 @@ def _sparse_training(
     make_update: Callable[..., LoggedUpdate],
 ) -> Result:
     """Random ERK masks, then training with mask updates from `make_update`'s hook."""
-    train, spec = data.set("target_train"), TrainSpec.from_config(config["train"])
+    spec = TrainSpec.from_config(config["train"])
+    train = TrainBatches(data.set("target_train"), spec, device)
     model = build_model(config["model"], tuple(data.x.shape[1:]), data.n_classes)
     to_device(model, device)
     engine = SparseEngine.random_init(
@@ -220,9 +219,9 @@ def _sparse_training(
     return model, history, update.table(), start
 
 
-def _schedule(data: Data, config: dict[str, Any]) -> Schedule:
+def _schedule(n_train: int, config: dict[str, Any]) -> Schedule:
     train = config["train"]
-    steps_per_epoch = math.ceil(len(data.set("target_train")) / train["batch_size"])
+    steps_per_epoch = math.ceil(n_train / train["batch_size"])
     sparse = config["sparse"]
     return Schedule(
         interval=sparse["update_interval"],
@@ -233,7 +232,7 @@ def _schedule(data: Data, config: dict[str, Any]) -> Schedule:
 
 def _probe(data: Split, size: int, generator: torch.Generator) -> Split:
     """A seeded random subset of at most `size` samples for the safety test."""
-    rows = torch.randperm(len(data), generator=generator)[:size].to(data.x.device)
+    rows = torch.randperm(len(data), generator=generator)[:size]
     return Split(data.x[rows], data.y[rows])
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import attacks
+from .batches import TrainBatches
 from .data import Split
 from .metrics import ATTACK_METRICS
 from .sparse import SparseEngine, cosine_prune_fraction
@@ -102,23 +103,25 @@ class DSTUpdate(LoggedUpdate):
 
 @dataclass
 class SafetyTest:
-    """The defender's simulated attack: its own known members and non-members, never the
-    evaluation sets. `val` measures task accuracy; `members` / `nonmembers` are the probe."""
+    """The defender's simulated attack on its own known members and non-members, never the
+    evaluation sets. Task accuracy is read from the same non-member logits: the probe's
+    non-members are held-out data, and a second forward pass over a validation set would
+    make the test cost a third more."""
 
     attack: str
-    val: Split
     members: Split
     nonmembers: Split
 
     def run(self, model: nn.Module) -> dict[str, float]:
-        val_logits = predict_logits(model, self.val.x)
-        val_acc = (val_logits.argmax(1) == self.val.y).float().mean().item()
+        member_logits = predict_logits(model, self.members.x)
+        nonmember_logits = predict_logits(model, self.nonmembers.x)
+        val_acc = (nonmember_logits.argmax(1) == self.nonmembers.y).float().mean().item()
         result = attacks.probe_attack(
             self.attack,
-            predict_logits(model, self.members.x).cpu().double().numpy(),
-            self.members.y.cpu().numpy(),
-            predict_logits(model, self.nonmembers.x).cpu().double().numpy(),
-            self.nonmembers.y.cpu().numpy(),
+            member_logits.double().numpy(),
+            self.members.y.numpy(),
+            nonmember_logits.double().numpy(),
+            self.nonmembers.y.numpy(),
         )
         return {"val_acc": val_acc, **{name: float(value) for name, value in result.items()}}
 
@@ -149,14 +152,12 @@ class SafeCompressUpdate(LoggedUpdate):
         safety: SafetyTest,
         safety_weight: float,
         candidate_steps: int,
-        train: Split,
-        batch_size: int,
+        train: TrainBatches,
         generator: torch.Generator,
     ):
         self.model, self.engine, self.optimizer, self.schedule = model, engine, optimizer, schedule
         self.strategies, self.safety, self.safety_weight = strategies, safety, safety_weight
-        self.candidate_steps, self.train, self.batch_size = candidate_steps, train, batch_size
-        self.generator = generator
+        self.candidate_steps, self.train, self.generator = candidate_steps, train, generator
         self.records: list[dict[str, Any]] = []
 
     def __call__(self, step: int) -> None:
@@ -165,10 +166,7 @@ class SafeCompressUpdate(LoggedUpdate):
             return
         start = self._snapshot()
         # Every candidate trains on the same batches, so only its masks differ.
-        batches = [
-            torch.randperm(len(self.train), generator=self.generator)[: self.batch_size]
-            for _ in range(self.candidate_steps)
-        ]
+        batches = [self.train.sample(self.generator) for _ in range(self.candidate_steps)]
         best_score, best_state, best_index, rows = -np.inf, start, 0, []
         for index, strategy in enumerate(self.strategies):
             self._restore(start)
@@ -176,9 +174,8 @@ class SafeCompressUpdate(LoggedUpdate):
                 fraction * strategy.scale, strategy.growth, self.optimizer, self.generator
             )
             self.engine.set_masks(masks, self.optimizer)
-            for batch in batches:
-                batch = batch.to(self.train.x.device)
-                train_step(self.model, self.optimizer, self.train.x[batch], self.train.y[batch])
+            for x, y in batches:
+                train_step(self.model, self.optimizer, x, y)
                 self.engine.apply()
             result = self.safety.run(self.model)
             score = result["val_acc"] - self.safety_weight * result["advantage"]

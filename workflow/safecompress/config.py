@@ -48,6 +48,13 @@ def check_config(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key data.{name}.split: fractions sum to {total:.3f} > 1; lower them"
             )
+        key = f"data.{name}.train" if "train" in spec else "train"
+        augment = spec.get("train", config["train"]).get("augment", "none")
+        if spec["source"] == "huggingface" and augment != "none":
+            raise ConfigError(
+                f"config key {key}.augment: {augment} augments images, data.{name} is text; "
+                f"give data.{name} its own train section with `augment: none`"
+            )
     n_strategies = len(config["safecompress"]["strategies"])
     too_many = [n for n in config["ablation"]["n_candidates"] if n > n_strategies]
     if too_many:

@@ -385,7 +385,7 @@ def shadow_partition(split: pd.DataFrame, shadow: int) -> tuple[np.ndarray, np.n
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs and labels of one set of samples, on the training device."""
+    """Inputs and labels of one set of samples (in host memory unless moved)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -393,10 +393,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def to(self, device: torch.device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
 
 @dataclass(frozen=True)
 class Data:
-    """A data set's whole pool as tensors on the training device, and its split."""
+    """A data set's whole pool as tensors in host memory, and its split. Training copies what
+    it needs to the device (see `batches`); evaluation moves chunks."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -405,7 +409,7 @@ class Data:
 
     def take(self, indices: np.ndarray) -> Split:
         """The samples at these pool indices."""
-        rows = torch.tensor(indices, dtype=torch.long, device=self.x.device)  # copies
+        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))  # indexing copies
         return Split(self.x[rows], self.y[rows])
 
     def set(self, name: str) -> Split:
@@ -413,14 +417,9 @@ class Data:
         return self.take(set_indices(self.split, name))
 
 
-def load_data(spec: dict[str, Any], split_path: str | Path, device: torch.device) -> Data:
+def load_data(spec: dict[str, Any], split_path: str | Path) -> Data:
     """Load the pool, read the split and refuse it unless its sets are disjoint and sized."""
     pool = load_pool(spec)
     split = read_csv(split_path, required=("index", "set"))
     check_split(split, len(pool.y), spec["split"])
-    return Data(
-        torch.from_numpy(pool.x).to(device),
-        torch.from_numpy(pool.y).to(device),
-        split,
-        pool.n_classes,
-    )
+    return Data(torch.from_numpy(pool.x), torch.from_numpy(pool.y), split, pool.n_classes)

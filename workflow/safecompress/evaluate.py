@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = pick_device()
     model, meta = load_model(args.model)
     to_device(model, device)
-    data = load_data(spec, args.split, device)
+    data = load_data(spec, args.split)
     signals = signal_table(
         model,
         data,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, cli
+from .batches import TrainBatches
 from .checkpoint import Checkpoint
 from .data import load_data, shadow_partition
 from .io import config_hash, write_csv
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec, config = cli.dataset_sections(args, args.dataset, "model", "train")
 
     device = pick_device()
-    data = load_data(spec, args.split, device)
+    data = load_data(spec, args.split)
     if args.role == "target":
         train, seed = data.set("target_train"), args.seed
     else:
@@ -51,7 +52,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.out_dir / "checkpoint.pt", config_hash({"data": spec, **config, **job})
     )
     spec_train = TrainSpec.from_config(config["train"])
-    history = fit(model, train, data.set("reference"), spec_train, seed, checkpoint=checkpoint)
+    history = fit(
+        model,
+        TrainBatches(train, spec_train, device),
+        data.set("reference"),
+        spec_train,
+        seed,
+        checkpoint=checkpoint,
+    )
 
     meta = {
         "dataset": args.dataset,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .batches import TrainBatches
 from .checkpoint import Checkpoint
 from .data import Split
 from .io import config_hash
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimiser and schedule: SGD with (Nesterov) momentum, step decay at fractions of training."""
+    """Optimiser and schedule: SGD with (Nesterov) momentum, step decay at fractions of
+    training; and how batches are delivered (see `batches`)."""
 
     epochs: int
     batch_size: int
@@ -32,6 +34,8 @@ class TrainSpec:
     weight_decay: float
     milestones: tuple[float, ...]
     gamma: float
+    workers: int = 0
+    augment: str = "none"
 
     @classmethod
     def from_config(cls, section: dict[str, Any], epochs: int | None = None) -> TrainSpec:
@@ -44,6 +48,8 @@ class TrainSpec:
             weight_decay=section["weight_decay"],
             milestones=tuple(section["milestones"]),
             gamma=section["gamma"],
+            workers=section.get("workers", 0),
+            augment=section.get("augment", "none"),
         )
 
 
@@ -71,13 +77,6 @@ def make_optimizer(
     milestones = sorted({max(1, round(f * spec.epochs)) for f in spec.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=spec.gamma)
     return optimizer, scheduler
-
-
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches of one epoch in a seeded random order. The last batch may be smaller,
-    but never a single sample, which batch normalisation cannot train on."""
-    batches = torch.randperm(n, generator=generator).split(batch_size)
-    yield from batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
@@ -117,9 +116,11 @@ def train_step(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of `model` on `x` in evaluation mode."""
+    """Logits of `model` on `x` in evaluation mode, computed on the model's device in chunks
+    and returned in host memory, where the metrics and attacks read them."""
     model.eval()
-    return torch.cat([forward(model, chunk) for chunk in x.split(batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([forward(model, chunk.to(device)).cpu() for chunk in x.split(batch_size)])
 
 
 def loss_and_accuracy(model: nn.Module, data: Split) -> tuple[float, float]:
@@ -133,7 +134,7 @@ StepHook = Callable[[int], None]
 
 def fit(
     model: nn.Module,
-    train: Split,
+    train: TrainBatches,
     val: Split,
     spec: TrainSpec,
     seed: int,
@@ -167,11 +168,10 @@ def fit(
         rows, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
 
     for epoch in range(first_epoch, spec.epochs + 1):
-        loss_sum = torch.zeros((), device=train.x.device)
-        correct = torch.zeros((), device=train.x.device, dtype=torch.long)
-        for batch in shuffled_batches(len(train), spec.batch_size, generator):
-            batch = batch.to(train.x.device)
-            loss, n_correct = train_step(model, optimizer_, train.x[batch], train.y[batch])
+        loss_sum = torch.zeros((), device=train.device)
+        correct = torch.zeros((), device=train.device, dtype=torch.long)
+        for x, y in train.epoch(generator):
+            loss, n_correct = train_step(model, optimizer_, x, y)
             loss_sum += loss
             correct += n_correct
             step += 1

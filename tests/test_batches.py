@@ -1,0 +1,92 @@
+"""Training batches: seeded order, worker loader identical to the on-device path, crop/flip."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import SHORT_TRAINING
+from safecompress.batches import TrainBatches, crop_flip, shuffled_batches
+from safecompress.data import Split
+from safecompress.models import build_model
+from safecompress.training import fit, seed_everything
+
+CPU = torch.device("cpu")
+
+
+def images(n=50, size=8, seed=0):
+    x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return Split(x, (x.mean((1, 2, 3)) > 0).long())
+
+
+def epoch_of(batches, seed=0):
+    return list(batches.epoch(torch.Generator().manual_seed(seed)))
+
+
+def test_shuffled_batches_cover_every_sample_once_but_never_end_with_one():
+    batches = shuffled_batches(18, 8, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(18))
+    assert [len(b) for b in batches] == [8, 8, 2]
+    # a lone last sample sits this epoch out
+    batches = shuffled_batches(17, 8, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [8, 8] and len(set(torch.cat(batches).tolist())) == 16
+
+
+def test_worker_loader_delivers_the_same_batches_as_the_device_path():
+    data = images()
+    on_device = epoch_of(TrainBatches(data, SHORT_TRAINING, CPU))
+    with_workers = epoch_of(TrainBatches(data, dataclasses.replace(SHORT_TRAINING, workers=2), CPU))
+    assert len(on_device) == len(with_workers) == 7
+    for (xa, ya), (xb, yb) in zip(on_device, with_workers, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # and the batches are rows of the data, labels kept with their images
+    for x, y in on_device:
+        rows = [int((data.x == image).all((1, 2, 3)).nonzero()) for image in x]
+        assert torch.equal(data.y[rows], y)
+
+
+@pytest.mark.parametrize("augment", ["none", "crop_flip"])
+def test_training_with_workers_equals_training_on_device(augment):
+    def trained(workers):
+        seed_everything(3)
+        model = build_model({"arch": "cnn", "channels": [4]}, (3, 8, 8), 2)
+        spec = dataclasses.replace(SHORT_TRAINING, workers=workers, augment=augment)
+        history = fit(model, TrainBatches(images(), spec, CPU), images(20, seed=1), spec, 3)
+        return model.state_dict(), history
+
+    (a, history_a), (b, history_b) = trained(0), trained(2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert history_a.equals(history_b)
+
+
+def test_crop_flip_takes_a_window_of_the_padded_image_and_mirrors_it():
+    x = images(64, size=16).x
+    out = crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = F.pad(x, (2, 2, 2, 2))  # 16 // 8
+    flipped = 0
+    for image, crop in zip(padded, out, strict=True):
+        windows = [image[:, dy : dy + 16, dx : dx + 16] for dy in range(5) for dx in range(5)]
+        plain = any(torch.equal(crop, window) for window in windows)
+        mirrored = any(torch.equal(crop, window.flip(2)) for window in windows)
+        assert plain or mirrored
+        flipped += mirrored
+    assert 16 < flipped < 48  # about half of 64 are mirrored
+    # a different draw of the generator moves the crops; the same draw repeats them
+    assert torch.equal(out, crop_flip(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, crop_flip(x, torch.Generator().manual_seed(1)))
+
+
+def test_crop_flip_refuses_data_that_are_not_images():
+    tokens = Split(torch.zeros(10, 32, dtype=torch.long), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="train.augment: crop_flip needs images"):
+        TrainBatches(tokens, dataclasses.replace(SHORT_TRAINING, augment="crop_flip"), CPU)
+
+
+def test_a_sampled_batch_has_batch_size_rows_of_the_data():
+    data = images()
+    x, y = TrainBatches(data, SHORT_TRAINING, CPU).sample(torch.Generator().manual_seed(0))
+    assert x.shape == (8, 3, 8, 8) and len(y) == 8
+    rows = [int((data.x == image).all((1, 2, 3)).nonzero()) for image in x]
+    assert len(set(rows)) == 8 and torch.equal(data.y[rows], y)
