@@ -409,7 +409,7 @@ class Data:
 
     def take(self, indices: np.ndarray) -> Split:
         """The samples at these pool indices."""
-        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))  # indexing copies
+        rows = torch.tensor(indices, dtype=torch.long)  # indexing copies
         return Split(self.x[rows], self.y[rows])
 
     def set(self, name: str) -> Split:
