@@ -45,8 +45,10 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     host (reproducible, checkpointed with the run); the gather runs on `x`'s device."""
     n, channels, height, width = x.shape
     pad = max(1, height // 8)
-    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    # asynchronous copies: a blocking one would make the host wait for the GPU every step
+    offsets, flips = offsets.to(x.device, non_blocking=True), flips.to(x.device, non_blocking=True)
     rows = offsets[0, :, None] + torch.arange(height, device=x.device)
     cols = offsets[1, :, None] + torch.arange(width, device=x.device)
     cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads right to left
@@ -112,7 +114,7 @@ class TrainBatches:
         return self._prepare(*self._gather(rows), generator)
 
     def _gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = rows.to(self.split.x.device)
+        rows = rows.to(self.split.x.device, non_blocking=True)
         return self.split.x[rows], self.split.y[rows]
 
     def _prepare(
