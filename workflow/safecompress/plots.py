@@ -445,7 +445,7 @@ def candidate_trajectory(updates: pd.DataFrame) -> Figure:
     axes.set(
         title="SafeCompress safety test, every candidate",
         xlabel="Simulated attack advantage on the probe (2·acc − 1)",
-        ylabel="Validation accuracy (%)",
+        ylabel="Accuracy on the probe's non-members (%)",
     )
     _legend_below(figure, max_columns=1)
     return figure
