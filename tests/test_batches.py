@@ -35,9 +35,17 @@ def test_shuffled_batches_cover_every_sample_once_but_never_end_with_one():
 
 def test_worker_loader_delivers_the_same_batches_as_the_device_path():
     data = images()
-    on_device = epoch_of(TrainBatches(data, SHORT_TRAINING, CPU))
-    with_workers = epoch_of(TrainBatches(data, dataclasses.replace(SHORT_TRAINING, workers=2), CPU))
+
+    def delivered(spec):
+        torch.manual_seed(0)
+        batches = epoch_of(TrainBatches(data, spec, CPU))
+        return batches, torch.rand(3)  # the global generator as the next step would find it
+
+    on_device, after_device = delivered(SHORT_TRAINING)
+    with_workers, after_workers = delivered(dataclasses.replace(SHORT_TRAINING, workers=2))
+    assert torch.equal(after_device, after_workers)
     assert len(on_device) == len(with_workers) == 7
+    assert TrainBatches(data, SHORT_TRAINING, CPU).steps_per_epoch == 7
     for (xa, ya), (xb, yb) in zip(on_device, with_workers, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # and the batches are rows of the data, labels kept with their images
@@ -61,18 +69,25 @@ def test_training_with_workers_equals_training_on_device(augment):
 
 
 def test_crop_flip_takes_a_window_of_the_padded_image_and_mirrors_it():
-    x = images(64, size=16).x
+    x = torch.randn(64, 3, 16, 24, generator=torch.Generator().manual_seed(0))
     out = crop_flip(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
-    padded = F.pad(x, (2, 2, 2, 2))  # 16 // 8
-    flipped = 0
+    padded = F.pad(x, (3, 3, 2, 2))  # an eighth of each side: 24 // 8, 16 // 8
+    offsets, flipped = set(), 0
     for image, crop in zip(padded, out, strict=True):
-        windows = [image[:, dy : dy + 16, dx : dx + 16] for dy in range(5) for dx in range(5)]
-        plain = any(torch.equal(crop, window) for window in windows)
-        mirrored = any(torch.equal(crop, window.flip(2)) for window in windows)
-        assert plain or mirrored
-        flipped += mirrored
+        found = [
+            (dy, dx, mirrored)
+            for dy in range(5)
+            for dx in range(7)
+            for mirrored in (False, True)
+            if torch.equal(crop, image[:, dy : dy + 16, dx : dx + 24].flip(2 if mirrored else ()))
+        ]
+        assert len(found) == 1
+        offsets.add(found[0][:2])
+        flipped += found[0][2]
     assert 16 < flipped < 48  # about half of 64 are mirrored
+    # every shift up to the full padding occurs, in both directions
+    assert {dy for dy, _ in offsets} == set(range(5)) and {dx for _, dx in offsets} == set(range(7))
     # a different draw of the generator moves the crops; the same draw repeats them
     assert torch.equal(out, crop_flip(x, torch.Generator().manual_seed(0)))
     assert not torch.equal(out, crop_flip(x, torch.Generator().manual_seed(1)))

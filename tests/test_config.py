@@ -58,8 +58,12 @@ def test_unreadable_config_file(tmp_path):
         load_yaml(tmp_path / "missing.yaml")
 
 
-def test_image_augmentation_of_text_data_is_refused():
+def test_image_augmentation_of_data_that_are_not_images_is_refused():
     paper = load_yaml(Path(__file__).parent.parent / "config" / "paper.yaml")
     check_config(paper)  # crop_flip globally, text sets with their own train section
     with pytest.raises(ConfigError, match=r"config key train\.augment: crop_flip .* data\.imdb"):
         check_config(changed(paper, "data.imdb.train", KeyError))
+    check_config(changed(DEFAULT, "train.augment", "crop_flip"))  # digits are 8x8 images
+    wine = changed(changed(DEFAULT, "data.digits.name", "wine"), "train.augment", "crop_flip")
+    with pytest.raises(ConfigError, match=r"train\.augment: crop_flip .* data\.digits is not"):
+        check_config(wine)

@@ -10,19 +10,20 @@ run's own seeded generator, so a run is reproducible and resumes exactly. Then:
   the device, or host work kept off the loop).
 
 Both give the same batches. Augmentation runs on the device after the copy: `crop_flip` is
-the CIFAR recipe of the reference code, a random crop from the image padded by H/8 (4 pixels
-of a 32x32 image; zeros, the mean of normalised images) and a horizontal flip with
-probability 1/2.
+the CIFAR recipe of the reference code, a random crop from the image padded by an eighth of
+its size (4 pixels of a 32x32 image; zeros, the mean of normalised images) and a horizontal
+flip with probability 1/2.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import Split
 
@@ -39,20 +40,28 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> lis
     return batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
 
 
+def async_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on `device`, through pinned memory on a GPU: a truly asynchronous
+    copy, so the host never waits for the GPU's queue to drain."""
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image of an (N, C, H, W) batch randomly cropped from its zero-padded copy and
-    flipped left-right with probability 1/2. The random numbers come from `generator` on the
-    host (reproducible, checkpointed with the run); the gather runs on `x`'s device."""
+    """Each image of an (N, C, H, W) batch randomly cropped from its zero-padded copy (an
+    eighth of each side) and flipped left-right with probability 1/2. The random numbers come
+    from `generator` on the host (reproducible, checkpointed with the run); the gather runs on
+    `x`'s device."""
     n, channels, height, width = x.shape
-    pad = max(1, height // 8)
-    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    # asynchronous copies: a blocking one would make the host wait for the GPU every step
-    offsets, flips = offsets.to(x.device, non_blocking=True), flips.to(x.device, non_blocking=True)
-    rows = offsets[0, :, None] + torch.arange(height, device=x.device)
-    cols = offsets[1, :, None] + torch.arange(width, device=x.device)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads right to left
-    padded = F.pad(x, (pad, pad, pad, pad))
+    pad_h, pad_w = max(1, height // 8), max(1, width // 8)
+    dy = async_copy(torch.randint(0, 2 * pad_h + 1, (n, 1), generator=generator), x.device)
+    dx = async_copy(torch.randint(0, 2 * pad_w + 1, (n, 1), generator=generator), x.device)
+    flips = async_copy(torch.rand(n, 1, generator=generator) < 0.5, x.device)
+    rows = dy + torch.arange(height, device=x.device)
+    cols = dx + torch.arange(width, device=x.device)
+    cols = torch.where(flips, cols.flip(1), cols)  # a flipped crop reads right to left
+    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
     return padded[
         torch.arange(n, device=x.device)[:, None, None, None],
         torch.arange(channels, device=x.device)[None, :, None, None],
@@ -70,8 +79,22 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split.x[rows], self.split.y[rows]
+
+
+class _EpochOrder(Sampler):
+    """The batches of the current epoch, set by the main process before each epoch, so one
+    DataLoader with persistent workers serves the whole run."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class TrainBatches:
@@ -85,41 +108,56 @@ class TrainBatches:
                 f"train.augment: crop_flip needs images (N, C, H, W), the data are "
                 f"{tuple(train.x.shape)}; set `augment: none` for this data set"
             )
-        self.batch_size, self.workers, self.augment = spec.batch_size, spec.workers, spec.augment
-        self.device = device
+        self.batch_size, self.augment, self.device = spec.batch_size, spec.augment, device
         self.split = train if spec.workers else train.to(device)
+        self.order = _EpochOrder()
+        self.loader = None
+        if spec.workers:
+            self.loader = DataLoader(
+                _Rows(train),
+                sampler=self.order,
+                batch_size=None,  # the sampler yields whole batches of rows
+                num_workers=spec.workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=True,
+                # fork: workers share the host pool copy-on-write instead of receiving it
+                # through /dev/shm (Python >= 3.14 defaults to forkserver on Linux)
+                multiprocessing_context="fork" if sys.platform == "linux" else None,
+                generator=torch.Generator(),  # worker seeds: leave the global generator alone
+            )
 
     def __len__(self) -> int:
         return len(self.split)
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (a lone last sample sits the epoch out)."""
+        return len(self) // self.batch_size + (len(self) % self.batch_size > 1)
+
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of (inputs, labels) batches on the device."""
         order = shuffled_batches(len(self), self.batch_size, generator)
-        if self.workers:
-            gathered = DataLoader(
-                _Rows(self.split),
-                sampler=order,
-                batch_size=None,  # the sampler yields whole batches of rows
-                num_workers=self.workers,
-                pin_memory=self.device.type == "cuda",
-            )
+        if self.loader is not None:
+            self.order.batches = [rows.tolist() for rows in order]
+            gathered = iter(self.loader)
         else:
-            gathered = (self._gather(rows) for rows in order)
+            # the epoch's order reaches the device in one copy, then is split there
+            sizes = [len(rows) for rows in order]
+            rows_on_device = async_copy(torch.cat(order), self.device).split(sizes)
+            gathered = ((self.split.x[rows], self.split.y[rows]) for rows in rows_on_device)
         for x, y in gathered:
             yield self._prepare(x, y, generator)
 
     def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch of random rows (a candidate's training steps)."""
         rows = torch.randperm(len(self), generator=generator)[: self.batch_size]
-        return self._prepare(*self._gather(rows), generator)
-
-    def _gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = rows.to(self.split.x.device, non_blocking=True)
-        return self.split.x[rows], self.split.y[rows]
+        rows = rows.to(self.split.x.device)
+        return self._prepare(self.split.x[rows], self.split.y[rows], generator)
 
     def _prepare(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """On the device (pinned batches from workers copy asynchronously), augmented."""
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         return (crop_flip(x, generator) if self.augment == "crop_flip" else x), y

@@ -17,7 +17,6 @@ every candidate with its accuracy, attack numbers and whether it was selected).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from .compression import (
     Schedule,
     Strategy,
 )
-from .data import Data, Split, load_data
+from .data import Data, Split, load_data, set_indices
 from .io import config_hash, write_csv
 from .models import build_model, load_model, save_model
 from .sparse import SparseEngine, measured_density
@@ -141,7 +140,7 @@ def dst(
 
     def make_update(model, engine, optimizer, train: TrainBatches) -> DSTUpdate:
         generator = torch.Generator().manual_seed(args.seed)
-        schedule = _schedule(len(train), config)
+        schedule = _schedule(train.steps_per_epoch, config)
         return DSTUpdate(engine, optimizer, schedule, config["sparse"]["growth"], generator)
 
     return _sparse_training(data, args, config, device, checkpoint, make_update)
@@ -157,14 +156,14 @@ def safecompress(
         generator = torch.Generator().manual_seed(args.seed)
         safety = SafetyTest(
             attack=section["safety_attack"],
-            members=_probe(data.set("target_train"), section["probe_size"], generator),
-            nonmembers=_probe(data.set("reference"), section["probe_size"], generator),
+            members=_probe(data, "target_train", section["probe_size"], generator),
+            nonmembers=_probe(data, "reference", section["probe_size"], generator),
         )
         return SafeCompressUpdate(
             model,
             engine,
             optimizer,
-            _schedule(len(train), config),
+            _schedule(train.steps_per_epoch, config),
             [Strategy(s["scale"], s["growth"]) for s in section["strategies"]],
             safety,
             section["lambda"],
@@ -219,21 +218,19 @@ def _sparse_training(
     return model, history, update.table(), start
 
 
-def _schedule(n_train: int, config: dict[str, Any]) -> Schedule:
-    train = config["train"]
-    steps_per_epoch = math.ceil(n_train / train["batch_size"])
+def _schedule(steps_per_epoch: int, config: dict[str, Any]) -> Schedule:
     sparse = config["sparse"]
     return Schedule(
         interval=sparse["update_interval"],
         prune_fraction=sparse["prune_fraction"],
-        end_step=int(sparse["stop_fraction"] * train["epochs"] * steps_per_epoch),
+        end_step=int(sparse["stop_fraction"] * config["train"]["epochs"] * steps_per_epoch),
     )
 
 
-def _probe(data: Split, size: int, generator: torch.Generator) -> Split:
-    """A seeded random subset of at most `size` samples for the safety test."""
-    rows = torch.randperm(len(data), generator=generator)[:size]
-    return Split(data.x[rows], data.y[rows])
+def _probe(data: Data, name: str, size: int, generator: torch.Generator) -> Split:
+    """A seeded random subset of at most `size` samples of one set for the safety test."""
+    indices = set_indices(data.split, name)
+    return data.take(indices[torch.randperm(len(indices), generator=generator)[:size].numpy()])
 
 
 if __name__ == "__main__":

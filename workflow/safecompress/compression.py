@@ -115,13 +115,14 @@ class SafetyTest:
     def run(self, model: nn.Module) -> dict[str, float]:
         member_logits = predict_logits(model, self.members.x)
         nonmember_logits = predict_logits(model, self.nonmembers.x)
-        val_acc = (nonmember_logits.argmax(1) == self.nonmembers.y).float().mean().item()
+        member_labels, nonmember_labels = self.members.y.cpu(), self.nonmembers.y.cpu()
+        val_acc = (nonmember_logits.argmax(1) == nonmember_labels).float().mean().item()
         result = attacks.probe_attack(
             self.attack,
             member_logits.double().numpy(),
-            self.members.y.numpy(),
+            member_labels.numpy(),
             nonmember_logits.double().numpy(),
-            self.nonmembers.y.numpy(),
+            nonmember_labels.numpy(),
         )
         return {"val_acc": val_acc, **{name: float(value) for name, value in result.items()}}
 

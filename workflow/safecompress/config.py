@@ -50,10 +50,11 @@ def check_config(config: dict[str, Any]) -> None:
             )
         key = f"data.{name}.train" if "train" in spec else "train"
         augment = spec.get("train", config["train"]).get("augment", "none")
-        if spec["source"] == "huggingface" and augment != "none":
+        images = spec["source"] == "torchvision" or spec["name"] == "digits"
+        if augment != "none" and not images:
             raise ConfigError(
-                f"config key {key}.augment: {augment} augments images, data.{name} is text; "
-                f"give data.{name} its own train section with `augment: none`"
+                f"config key {key}.augment: {augment} augments images, data.{name} is not "
+                f"images; give data.{name} its own train section with `augment: none`"
             )
     n_strategies = len(config["safecompress"]["strategies"])
     too_many = [n for n in config["ablation"]["n_candidates"] if n > n_strategies]

@@ -124,9 +124,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
 
 
 def loss_and_accuracy(model: nn.Module, data: Split) -> tuple[float, float]:
-    logits = predict_logits(model, data.x)
-    loss = F.cross_entropy(logits, data.y).item()
-    return loss, (logits.argmax(1) == data.y).float().mean().item()
+    logits, labels = predict_logits(model, data.x), data.y.cpu()
+    loss = F.cross_entropy(logits, labels).item()
+    return loss, (logits.argmax(1) == labels).float().mean().item()
 
 
 StepHook = Callable[[int], None]
@@ -170,10 +170,12 @@ def fit(
     for epoch in range(first_epoch, spec.epochs + 1):
         loss_sum = torch.zeros((), device=train.device)
         correct = torch.zeros((), device=train.device, dtype=torch.long)
+        seen = 0
         for x, y in train.epoch(generator):
             loss, n_correct = train_step(model, optimizer_, x, y)
             loss_sum += loss
             correct += n_correct
+            seen += len(y)
             step += 1
             if after_step is not None:
                 after_step(step)
@@ -185,8 +187,8 @@ def fit(
                 "epoch": epoch,
                 "step": step,
                 "lr": lr,
-                "train_loss": loss_sum.item() / len(train),
-                "train_acc": correct.item() / len(train),
+                "train_loss": loss_sum.item() / seen,
+                "train_acc": correct.item() / seen,
                 "val_loss": val_loss,
                 "val_acc": val_acc,
             }
