@@ -1,26 +1,20 @@
 """Mask updates during training: DST, and SafeCompress's candidates, safety test and selection."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
 
+from helpers import SHORT_TRAINING
 from safecompress.batches import TrainBatches
 from safecompress.compression import DSTUpdate, SafeCompressUpdate, SafetyTest, Schedule, Strategy
 from safecompress.data import Split
 from safecompress.models import build_model
 from safecompress.sparse import SparseEngine
-from safecompress.training import TrainSpec, fit, make_optimizer
+from safecompress.training import fit, make_optimizer
 
-SPEC = TrainSpec(
-    epochs=4,
-    batch_size=16,
-    lr=0.05,
-    momentum=0.9,
-    nesterov=True,
-    weight_decay=5e-4,
-    milestones=(0.5,),
-    gamma=0.1,
-)
+SPEC = dataclasses.replace(SHORT_TRAINING, epochs=4, batch_size=16, lr=0.05)
 SCHEDULE = Schedule(interval=5, prune_fraction=0.5, end_step=20)  # 24 steps: 6 x 4 epochs
 
 

@@ -41,8 +41,8 @@ def section_json(*names, dataset=None):
     return {name: json.dumps(value, sort_keys=True) for name, value in sections.items()}
 
 
-def all_models(dataset):
-    """(method, density, seed) of every target model of a data set, dense first."""
+def all_models():
+    """(method, density, seed) of every target model of each data set, dense first."""
     dense = [("dense", 1.0, seed) for seed in config["seeds"]]
     sparse = [
         (method, density, seed)
@@ -57,7 +57,7 @@ def attack_tables(wildcards=None):
     return [
         results(f"{dataset}/{method}/density{density}/seed{seed}/attacks.csv")
         for dataset in config["datasets"]
-        for method, density, seed in all_models(dataset)
+        for method, density, seed in all_models()
     ]
 
 

@@ -1,4 +1,4 @@
-"""Files that are either complete or absent: atomic writes, model files, metadata."""
+"""Files that are either complete or absent (atomic writes), checked tables, config hashes."""
 
 from __future__ import annotations
 

@@ -410,8 +410,9 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
 
 @mpl.rc_context(STYLE)
 def candidate_trajectory(updates: pd.DataFrame) -> Figure:
-    """Every candidate of every mask update: validation accuracy vs simulated attack advantage,
-    coloured by training step; the selected candidate of each update is circled."""
+    """Every candidate of every mask update: accuracy on the probe's non-members vs simulated
+    attack advantage, coloured by training step; the selected candidate of each update is
+    circled."""
     _require_columns(updates, ["step", "val_acc", "advantage", "selected"])
     figure, axes_grid = _panels(1, 1, ROC_PANEL_SIZE)
     axes = axes_grid[0, 0]

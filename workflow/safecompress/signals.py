@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch.nn.functional as F
 from torch import nn
 
+from .attacks import cross_entropy
 from .data import Data
 from .training import predict_logits
 
@@ -14,24 +14,22 @@ SIGNAL_COLUMNS = ("index", "set", "label", "loss")
 
 
 def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`."""
+    """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`.
+    The loss is the one the `loss` attack scores (`attacks.cross_entropy`)."""
     parts = []
     for name, indices in sets.items():
         samples = data.take(indices)
-        logits = predict_logits(model, samples.x).float()
-        loss = F.cross_entropy(logits, samples.y, reduction="none")
+        logits = predict_logits(model, samples.x).double().numpy()
+        labels = samples.y.cpu().numpy()
         part = pd.DataFrame(
             {
                 "index": indices,
                 "set": name,
-                "label": samples.y.cpu().numpy(),
-                "loss": loss.cpu().double().numpy(),
+                "label": labels,
+                "loss": cross_entropy(logits, labels),
             }
         )
-        logit_columns = pd.DataFrame(
-            logits.cpu().double().numpy(),
-            columns=[f"logit_{c}" for c in range(logits.shape[1])],
-        )
+        logit_columns = pd.DataFrame(logits, columns=[f"logit_{c}" for c in range(logits.shape[1])])
         parts.append(pd.concat([part, logit_columns], axis=1))
     return pd.concat(parts, ignore_index=True)
 

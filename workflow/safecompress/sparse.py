@@ -57,6 +57,15 @@ def layer_densities(
     raise ValueError(f"unknown sparse.distribution {distribution!r}; use one of {DISTRIBUTIONS}")
 
 
+def _layer_budgets(
+    model: nn.Module, density: float, distribution: str
+) -> tuple[dict[str, nn.Module], dict[str, float]]:
+    """The prunable layers of `model` and the density each gets for an overall `density`."""
+    layers = prunable_layers(model)
+    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+    return layers, layer_densities(shapes, density, distribution)
+
+
 def n_active(size: int, density: float) -> int:
     """Number of weights a layer of `size` keeps at `density` (at least one)."""
     return max(1, min(size, round(density * size)))
@@ -161,10 +170,7 @@ class SparseEngine:
         rescale: bool = True,
     ) -> SparseEngine:
         """Sparse start of dynamic sparse training: random masks with layer-wise densities."""
-        layers = prunable_layers(model)
-        densities = layer_densities(
-            {n: tuple(m.weight.shape) for n, m in layers.items()}, density, distribution
-        )
+        layers, densities = _layer_budgets(model, density, distribution)
         masks = {n: random_mask(layers[n].weight.shape, d, generator) for n, d in densities.items()}
         # Sparsity-aware initialisation: with a fraction d of its inputs kept, a unit's output
         # variance shrinks by d; scaling by 1/sqrt(d) restores the dense initial variance so
@@ -178,10 +184,7 @@ class SparseEngine:
     @classmethod
     def magnitude_init(cls, model: nn.Module, density: float, distribution: str) -> SparseEngine:
         """One-shot magnitude pruning of a trained model with layer-wise densities."""
-        layers = prunable_layers(model)
-        densities = layer_densities(
-            {n: tuple(m.weight.shape) for n, m in layers.items()}, density, distribution
-        )
+        layers, densities = _layer_budgets(model, density, distribution)
         masks = {
             n: top_k_mask(layers[n].weight.detach().abs(), n_active(layers[n].weight.numel(), d))
             for n, d in densities.items()
