@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from safecompress import attacks
+from safecompress.attacks import learned
+from safecompress.attacks import scores as signal_scores
 
 METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
 
@@ -19,7 +21,7 @@ def signal_frame(seed, n_per_set, n_classes, member_margin, nonmember_margin, sh
         logits = rng.normal(size=(n_per_set, n_classes))
         logits[np.arange(n_per_set), labels] += margin
         part = pd.DataFrame({"set": name, "label": labels})
-        part["loss"] = attacks.cross_entropy(logits, labels)
+        part["loss"] = signal_scores.cross_entropy(logits, labels)
         for c in range(n_classes):
             part[f"logit_{c}"] = logits[:, c]
         parts.append(part)
@@ -43,25 +45,25 @@ def leaky_signals(seed, n_classes=4, n_per_set=400):
 def test_softmax_matches_formula_and_is_stable():
     logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(attacks.softmax(logits), expected, rtol=1e-12)
-    np.testing.assert_allclose(attacks.softmax(np.array([[1000.0, 0.0]])), [[1.0, 0.0]])
+    np.testing.assert_allclose(signal_scores.softmax(logits), expected, rtol=1e-12)
+    np.testing.assert_allclose(signal_scores.softmax(np.array([[1000.0, 0.0]])), [[1.0, 0.0]])
 
 
 def test_cross_entropy_is_minus_log_true_class_probability():
     logits = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
     labels = np.array([0, 2])
-    probs = attacks.softmax(logits)
+    probs = signal_scores.softmax(logits)
     np.testing.assert_allclose(
-        attacks.cross_entropy(logits, labels), -np.log(probs[[0, 1], labels]), rtol=1e-12
+        signal_scores.cross_entropy(logits, labels), -np.log(probs[[0, 1], labels]), rtol=1e-12
     )
     # p_y underflows to 0 here, yet the loss stays exact.
-    assert attacks.cross_entropy(np.array([[0.0, 1000.0]]), np.array([0]))[0] == 1000.0
+    assert signal_scores.cross_entropy(np.array([[0.0, 1000.0]]), np.array([0]))[0] == 1000.0
 
 
 def test_confidence_and_entropy():
     probs = np.array([[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(attacks.confidence(probs, np.array([2, 1])), [0.25, 1.0])
-    np.testing.assert_allclose(attacks.entropy(probs), [math.log(4), 0.0], atol=1e-12)
+    np.testing.assert_array_equal(signal_scores.confidence(probs, np.array([2, 1])), [0.25, 1.0])
+    np.testing.assert_allclose(signal_scores.entropy(probs), [math.log(4), 0.0], atol=1e-12)
 
 
 def test_modified_entropy_matches_hand_formula_for_three_classes():
@@ -71,21 +73,21 @@ def test_modified_entropy_matches_hand_formula_for_three_classes():
         -0.3 * math.log(0.7) - 0.2 * math.log(0.8) - 0.1 * math.log(0.9),
         -0.8 * math.log(0.2) - 0.7 * math.log(0.3) - 0.1 * math.log(0.9),
     ]
-    np.testing.assert_allclose(attacks.modified_entropy(probs, labels), expected, rtol=1e-12)
+    np.testing.assert_allclose(signal_scores.modified_entropy(probs, labels), expected, rtol=1e-12)
 
 
 def test_modified_entropy_is_zero_when_confident_and_right_and_finite_when_wrong():
     probs = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    result = attacks.modified_entropy(probs, np.array([0, 1]))
+    result = signal_scores.modified_entropy(probs, np.array([0, 1]))
     assert result[0] == 0.0
     assert np.isfinite(result[1]) and result[1] > 60  # -log(LOG_FLOOR) = 69, not inf
 
 
-@pytest.mark.parametrize("metric", attacks.THRESHOLD_ATTACKS)
+@pytest.mark.parametrize("metric", signal_scores.THRESHOLD_ATTACKS)
 def test_scores_are_higher_for_low_loss_members(metric):
     target, _ = leaky_signals(seed=0)
     logits = target.filter(like="logit_").to_numpy()
-    scores = attacks.membership_score(metric, logits, target["label"].to_numpy())
+    scores = signal_scores.membership_score(metric, logits, target["label"].to_numpy())
     is_member = (target["set"] == "member").to_numpy()
     assert scores[is_member].mean() > scores[~is_member].mean()
 
@@ -94,18 +96,19 @@ def test_loss_score_is_minus_loss():
     logits = np.array([[2.0, 0.0], [0.0, 2.0]])
     labels = np.array([0, 0])
     np.testing.assert_array_equal(
-        attacks.membership_score("loss", logits, labels), -attacks.cross_entropy(logits, labels)
+        signal_scores.membership_score("loss", logits, labels),
+        -signal_scores.cross_entropy(logits, labels),
     )
 
 
 def test_unknown_metric_names_it_and_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown metric 'nn'; valid metrics: loss, confidence"):
-        attacks.membership_score("nn", np.zeros((2, 3)), np.array([0, 1]))
+        signal_scores.membership_score("nn", np.zeros((2, 3)), np.array([0, 1]))
 
 
 def test_labels_out_of_range_are_rejected():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
-        attacks.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+        signal_scores.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
 
 
 # --- Thresholds ---------------------------------------------------------------------------
@@ -114,7 +117,7 @@ def test_labels_out_of_range_are_rejected():
 def test_fit_threshold_separates_a_separable_case():
     scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
     is_member = np.array([False, False, False, True, True, True])
-    threshold = attacks.fit_threshold(scores, is_member)
+    threshold = thresholds_mod.fit_threshold(scores, is_member)
     assert threshold == 2.5
     np.testing.assert_array_equal(scores >= threshold, is_member)
 
@@ -123,19 +126,21 @@ def test_fit_threshold_uses_the_best_balanced_accuracy_not_plain_accuracy():
     # One member among many non-members: plain accuracy would flag nobody.
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     is_member = np.array([False, False, False, True, False, False, False, False, False, False])
-    assert attacks.fit_threshold(scores, is_member) == 1.5
+    assert thresholds_mod.fit_threshold(scores, is_member) == 1.5
 
 
 def test_fit_threshold_without_signal_flags_nobody():
     # Members score lower: no threshold beats chance; ties go to the highest threshold, +inf.
     scores = np.array([0.0, 1.0, 2.0, 3.0])
-    assert attacks.fit_threshold(scores, np.array([True, True, False, False])) == np.inf
+    assert thresholds_mod.fit_threshold(scores, np.array([True, True, False, False])) == np.inf
 
 
 def test_fit_threshold_between_adjacent_floats_keeps_the_lower_one_out():
     scores = np.array([1.0, np.nextafter(1.0, 2.0)])
     is_member = np.array([False, True])
-    np.testing.assert_array_equal(scores >= attacks.fit_threshold(scores, is_member), is_member)
+    np.testing.assert_array_equal(
+        scores >= thresholds_mod.fit_threshold(scores, is_member), is_member
+    )
 
 
 def test_class_thresholds_fit_each_class_and_fall_back_for_small_classes():
@@ -150,12 +155,12 @@ def test_class_thresholds_fit_each_class_and_fall_back_for_small_classes():
     is_member = np.r_[is_member, [True] * 3 + [False] * 3]
     scores = np.r_[scores, [0.0] * 3 + [10.0] * 3]
 
-    thresholds = attacks.fit_class_thresholds(scores, labels, is_member, n_classes=3)
-    global_threshold = attacks.fit_threshold(scores, is_member)
+    thresholds = thresholds_mod.fit_class_thresholds(scores, labels, is_member, n_classes=3)
+    global_threshold = thresholds_mod.fit_threshold(scores, is_member)
     assert 9.1 < thresholds[0] < 9.9
     assert 0.1 < thresholds[1] < 0.9
     assert thresholds[2] == global_threshold
-    predicted = attacks.predict_with_thresholds(scores, labels, thresholds)
+    predicted = thresholds_mod.predict_with_thresholds(scores, labels, thresholds)
     np.testing.assert_array_equal(predicted[:80], is_member[:80])
 
 
@@ -163,10 +168,10 @@ def test_class_threshold_minimum_is_configurable():
     scores = np.array([1.0, 0.0, 1.0, 0.0])
     labels = np.array([0, 0, 1, 1])
     is_member = np.array([True, False, False, True])  # class 1 is reversed
-    per_class = attacks.fit_class_thresholds(scores, labels, is_member, 2, min_per_class=1)
+    per_class = thresholds_mod.fit_class_thresholds(scores, labels, is_member, 2, min_per_class=1)
     np.testing.assert_array_equal(per_class, [0.5, np.inf])
-    pooled = attacks.fit_class_thresholds(scores, labels, is_member, 2)
-    assert pooled[0] == pooled[1] == attacks.fit_threshold(scores, is_member)
+    pooled = thresholds_mod.fit_class_thresholds(scores, labels, is_member, 2)
+    assert pooled[0] == pooled[1] == thresholds_mod.fit_threshold(scores, is_member)
 
 
 # --- NN attack ----------------------------------------------------------------------------
@@ -174,12 +179,12 @@ def test_class_threshold_minimum_is_configurable():
 
 def test_nn_attack_features_are_top3_and_true_class_probability():
     logits = np.log(np.array([[0.1, 0.5, 0.15, 0.25], [0.7, 0.1, 0.1, 0.1]]))
-    features = attacks.nn_attack_features(logits, np.array([0, 0]))
+    features = learned.nn_attack_features(logits, np.array([0, 0]))
     np.testing.assert_allclose(features, [[0.5, 0.25, 0.15, 0.1], [0.7, 0.1, 0.1, 0.7]])
 
 
 def test_nn_attack_features_pad_binary_tasks_with_zero():
-    features = attacks.nn_attack_features(np.log(np.array([[0.2, 0.8]])), np.array([0]))
+    features = learned.nn_attack_features(np.log(np.array([[0.2, 0.8]])), np.array([0]))
     np.testing.assert_allclose(features, [[0.8, 0.2, 0.0, 0.2]])
 
 
@@ -188,12 +193,12 @@ def test_nn_attack_learns_membership_from_shadow_features():
 
     def features_and_membership(frame):
         logits = frame.filter(like="logit_").to_numpy()
-        features = attacks.nn_attack_features(logits, frame["label"].to_numpy())
+        features = learned.nn_attack_features(logits, frame["label"].to_numpy())
         return features, (frame["set"] == "member").to_numpy()
 
-    classifier = attacks.fit_nn_attack(*features_and_membership(shadow), seed=0)
+    classifier = learned.fit_nn_attack(*features_and_membership(shadow), seed=0)
     features, is_member = features_and_membership(target)
-    probability = attacks.nn_member_probability(classifier, features)
+    probability = learned.nn_member_probability(classifier, features)
     assert probability[is_member].mean() > probability[~is_member].mean() + 0.2
 
 
@@ -233,7 +238,9 @@ def test_run_attacks_metric_scores_match_membership_score():
     target, shadow = leaky_signals(seed=2)
     _, scores = attacks.run_attacks(target, shadow, ["modified_entropy"], seed=0)
     logits = target.filter(like="logit_").to_numpy()
-    expected = attacks.membership_score("modified_entropy", logits, target["label"].to_numpy())
+    expected = signal_scores.membership_score(
+        "modified_entropy", logits, target["label"].to_numpy()
+    )
     np.testing.assert_array_equal(scores["score_modified_entropy"], expected)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .attacks import cross_entropy
+from .attacks.scores import cross_entropy
 from .data import Data
 from .training import predict_logits
 
@@ -15,7 +15,7 @@ SIGNAL_COLUMNS = ("index", "set", "label", "loss")
 
 def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`.
-    The loss is the one the `loss` attack scores (`attacks.cross_entropy`)."""
+    The loss is the one the `loss` attack scores (`attacks.scores.cross_entropy`)."""
     parts = []
     for name, indices in sets.items():
         samples = data.take(indices)
