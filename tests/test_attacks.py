@@ -7,6 +7,7 @@ import pytest
 from safecompress import attacks
 from safecompress.attacks import learned
 from safecompress.attacks import scores as signal_scores
+from safecompress.attacks import threshold as thresholds_mod
 
 METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
 
