@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from safecompress import compress
+from safecompress import methods, specs
 from safecompress.checkpoint import Checkpoint
 from safecompress.config import load_yaml
-from safecompress.data import load_data, load_pool, make_split
 from safecompress.io import write_csv
+from safecompress.pools import load_pool
+from safecompress.splits import load_data, make_split
 
 TARGET_RATIO = 1.25
 
@@ -42,13 +43,20 @@ def main() -> None:
         split_path = Path(tmp) / "split.csv"
         write_csv(make_split(len(load_pool(spec).y), spec["split"], spec["split_seed"]), split_path)
         data = load_data(spec, split_path)
-        job = argparse.Namespace(density=args.density, seed=0, dense=None)
+        train = specs.read(specs.TrainSpec, "train", config["train"])
         runs: dict[str, list[float]] = {"dst": [], "safecompress": []}
         for repeat in range(args.repeats):
             for method, times in runs.items():  # alternating, so drift hits both alike
                 checkpoint = Checkpoint(Path(tmp) / f"{method}{repeat}.pt", "benchmark")
                 start = time.perf_counter()
-                getattr(compress, method)(data, job, config, torch.device("cpu"), checkpoint)
+                job = methods.Job(
+                    data, config["model"], train, args.density, 0, torch.device("cpu"), checkpoint
+                )
+                sections = {
+                    name: specs.read(spec, name, config[name])
+                    for name, spec in specs.METHOD_SPECS[method].items()
+                }
+                methods.COMPRESSORS[method](job, **sections)
                 times.append(time.perf_counter() - start)
 
     n = len(config["safecompress"]["strategies"])

@@ -26,12 +26,15 @@ import time
 import torch
 
 from safecompress.batches import TrainBatches
-from safecompress.compression import SafeCompressUpdate, SafetyTest, Schedule, Strategy
 from safecompress.config import load_yaml
-from safecompress.data import Split
+from safecompress.devices import pick_device, to_device
+from safecompress.loop import make_optimizer, train_step
+from safecompress.mask_updates import SafeCompressUpdate, Schedule
 from safecompress.models import build_model
+from safecompress.safety import SafetyTest
 from safecompress.sparse import SparseEngine
-from safecompress.training import TrainSpec, make_optimizer, pick_device, to_device, train_step
+from safecompress.specs import Strategy, TrainSpec, read
+from safecompress.splits import Samples
 
 CIFAR_TRAIN = 50_000
 TARGET_RATIO = 1.2
@@ -67,7 +70,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.1)
     args = parser.parse_args()
     config = load_yaml(args.config)
-    spec = TrainSpec.from_config(config["train"], epochs=1)
+    spec = dataclasses.replace(read(TrainSpec, "train", config["train"]), epochs=1)
     spec = dataclasses.replace(
         spec,
         batch_size=args.batch or spec.batch_size,
@@ -78,7 +81,7 @@ def main() -> None:
     device = pick_device()
     torch.manual_seed(0)
     n = max(4 * spec.batch_size, 2 * section["probe_size"])
-    data = Split(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,)))
+    data = Samples(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,)))
     batches = TrainBatches(data, spec, device)
 
     def resnet18() -> torch.nn.Module:
@@ -96,8 +99,8 @@ def main() -> None:
     probe = section["probe_size"]
     safety = SafetyTest(
         section["safety_attack"],
-        Split(data.x[:probe], data.y[:probe]),
-        Split(data.x[-probe:], data.y[-probe:]),
+        Samples(data.x[:probe], data.y[:probe]),
+        Samples(data.x[-probe:], data.y[-probe:]),
     )
     update = SafeCompressUpdate(
         model,

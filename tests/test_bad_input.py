@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from helpers import REPO, TINY, changed, snakemake_command, workflow_env
-from safecompress import cli, evaluate
 from safecompress.io import read_csv
 from safecompress.signals import SIGNAL_COLUMNS
+from safecompress.steps import attack, cli
 
 TINY_CONFIG = yaml.safe_load(TINY.read_text())
 
@@ -75,7 +75,7 @@ def test_evaluate_refuses_a_corrupt_model_in_one_line(tmp_path, capsys):
     pd.DataFrame({"index": [0], "set": ["target_train"]}).to_csv(split, index=False)
     with pytest.raises(SystemExit) as stopped:
         cli.run(
-            evaluate.main,
+            attack.main,
             [
                 "--dataset",
                 "digits",

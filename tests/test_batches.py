@@ -8,16 +8,16 @@ import torch.nn.functional as F
 
 from helpers import SHORT_TRAINING
 from safecompress.batches import TrainBatches, crop_flip, shuffled_batches
-from safecompress.data import Split
+from safecompress.loop import fit, seed_everything
 from safecompress.models import build_model
-from safecompress.training import fit, seed_everything
+from safecompress.splits import Samples
 
 CPU = torch.device("cpu")
 
 
 def images(n=50, size=8, seed=0):
     x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    return Split(x, (x.mean((1, 2, 3)) > 0).long())
+    return Samples(x, (x.mean((1, 2, 3)) > 0).long())
 
 
 def epoch_of(batches, seed=0):
@@ -94,7 +94,7 @@ def test_crop_flip_takes_a_window_of_the_padded_image_and_mirrors_it():
 
 
 def test_crop_flip_refuses_data_that_are_not_images():
-    tokens = Split(torch.zeros(10, 32, dtype=torch.long), torch.zeros(10, dtype=torch.long))
+    tokens = Samples(torch.zeros(10, 32, dtype=torch.long), torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match="train.augment: crop_flip needs images"):
         TrainBatches(tokens, dataclasses.replace(SHORT_TRAINING, augment="crop_flip"), CPU)
 

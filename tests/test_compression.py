@@ -8,11 +8,13 @@ import torch
 
 from helpers import SHORT_TRAINING
 from safecompress.batches import TrainBatches
-from safecompress.compression import DSTUpdate, SafeCompressUpdate, SafetyTest, Schedule, Strategy
-from safecompress.data import Split
+from safecompress.loop import fit, make_optimizer
+from safecompress.mask_updates import DSTUpdate, SafeCompressUpdate, Schedule
 from safecompress.models import build_model
+from safecompress.safety import SafetyTest
 from safecompress.sparse import SparseEngine
-from safecompress.training import fit, make_optimizer
+from safecompress.specs import Strategy
+from safecompress.splits import Samples
 
 SPEC = dataclasses.replace(SHORT_TRAINING, epochs=4, batch_size=16, lr=0.05)
 SCHEDULE = Schedule(interval=5, prune_fraction=0.5, end_step=20)  # 24 steps: 6 x 4 epochs
@@ -21,7 +23,7 @@ SCHEDULE = Schedule(interval=5, prune_fraction=0.5, end_step=20)  # 24 steps: 6 
 def toy_data(n, seed):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 4, 4, generator=generator)
-    return Split(x, (x.sum((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long())
+    return Samples(x, (x.sum((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long())
 
 
 def sparse_setup(seed=0):
@@ -52,8 +54,8 @@ def dst_factory(model, engine, optimizer, train, val):
 
 def safecompress_factory(strategies, safety_weight=1.0, candidate_steps=0):
     def factory(model, engine, optimizer, train, val):
-        members = Split(train.split.x[:32], train.split.y[:32])
-        safety = SafetyTest("loss", members, Split(val.x[:32], val.y[:32]))
+        members = Samples(train.split.x[:32], train.split.y[:32])
+        safety = SafetyTest("loss", members, Samples(val.x[:32], val.y[:32]))
         return SafeCompressUpdate(
             model,
             engine,

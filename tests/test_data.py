@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safecompress.data import (
+from safecompress.pools import load_pool
+from safecompress.splits import (
     SPLIT_SETS,
     SplitError,
     check_split,
-    load_pool,
     make_split,
     set_indices,
     shadow_partition,
@@ -16,11 +16,12 @@ from safecompress.data import (
 )
 
 FRACTIONS = {
-    "target_train": 0.25,
-    "target_out": 0.25,
-    "shadow_train": 0.2,
-    "shadow_out": 0.2,
-    "reference": 0.1,
+    "target_train": 0.2,
+    "known_members": 0.07,
+    "target_out": 0.2,
+    "shadow_train": 0.27,
+    "shadow_out": 0.17,
+    "reference": 0.08,
 }
 
 

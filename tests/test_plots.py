@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from safecompress import figures, plots
-from safecompress.cli import run
+from safecompress import plots
+from safecompress.steps import figures
+from safecompress.steps.cli import run
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
 DATASETS = ("digits", "cifar10")
@@ -61,7 +62,7 @@ def make_summary(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
 
 
 def make_history(gap: float = 0.0) -> pd.DataFrame:
-    """One model's per-epoch history, as written by safecompress.train."""
+    """One model's per-epoch history, as written by safecompress.steps.train."""
     epoch = np.arange(1, 21)
     return pd.DataFrame(
         {
@@ -84,7 +85,7 @@ def make_histories() -> pd.DataFrame:
 
 
 def make_scores(separation: float, n: int = 400) -> pd.DataFrame:
-    """One model's per-sample scores, as written by safecompress.evaluate (members score higher)."""
+    """One model's per-sample scores, as steps.attack writes them (members score higher)."""
     rng = np.random.default_rng(1)
     member = np.repeat([True, False], n)
     score = rng.normal(separation * member, 1.0)
@@ -362,7 +363,7 @@ def test_step_wants_one_label_per_history(history_csvs, tmp_path, capsys):
 def run_module(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(WORKFLOW)}
     return subprocess.run(
-        [sys.executable, "-m", "safecompress.figures", *argv],
+        [sys.executable, "-m", "safecompress.steps.figures", *argv],
         capture_output=True,
         text=True,
         env=env,

@@ -27,7 +27,7 @@ def compress_command(split, out_dir):
     return [
         sys.executable,
         "-m",
-        "safecompress.compress",
+        "safecompress.steps.compress",
         "--dataset",
         "digits",
         "--split",
@@ -54,7 +54,7 @@ def split(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "safecompress.split",
+            "safecompress.steps.split",
             "--dataset",
             "digits",
             "--out",

@@ -1,6 +1,7 @@
-"""Every pipeline step runs by hand: `python -m safecompress.<step> --help`, and bad input
+"""Every pipeline step runs by hand: `python -m safecompress.steps.<step> --help`, and bad input
 ends with exit code 2 and one line naming the problem."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,18 +12,18 @@ import torch
 
 from helpers import SHORT_TRAINING
 from safecompress.batches import TrainBatches
-from safecompress.data import Split
+from safecompress.loop import fit, seed_everything
 from safecompress.models import build_model
-from safecompress.training import fit, seed_everything
+from safecompress.splits import Samples
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ["split", "train", "compress", "evaluate", "summarize", "figures"]
+STEPS = ["split", "train", "compress", "attack", "summarize", "figures"]
 
 
 def step(name, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
     return subprocess.run(
-        [sys.executable, "-m", f"safecompress.{name}", *args],
+        [sys.executable, "-m", f"safecompress.steps.{name}", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -35,7 +36,7 @@ def step(name, *args):
 def test_every_step_has_a_help(name):
     result = step(name, "--help")
     assert result.returncode == 0, result.stderr
-    assert f"python -m safecompress.{name}" in result.stdout
+    assert f"python -m safecompress.steps.{name}" in result.stdout
 
 
 def test_unknown_data_set_is_one_clear_line(tmp_path):
@@ -62,6 +63,36 @@ def test_missing_split_file_names_the_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("sparse", {"growth": "random"}, "config key sparse: 'distribution' is a required"),
+        ("sparse", {"distribution": "erk", "finetune_epochs": "2"}, "sparse.finetune_epochs"),
+        ("train", {"epochs": 2}, "config key train: 'batch_size' is a required property"),
+        ("model", {"arch": "lstm"}, "config key model.arch: 'lstm' is not one of"),
+    ],
+)
+def test_a_partial_or_wrong_section_by_hand_is_one_clear_line(tmp_path, section, value, message):
+    """A section given as JSON is checked like the config file: one line naming the key."""
+    split = tmp_path / "split.csv"
+    assert step("split", "--dataset", "digits", "--out", str(split)).returncode == 0
+    result = step(
+        "compress",
+        *("--dataset", "digits", "--split", str(split), "--method", "magnitude"),
+        *("--density", "0.1", "--dense", "no-model.safetensors"),
+        *("--out-dir", str(tmp_path / "out"), f"--{section}", json.dumps(value)),
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_bad_json_is_one_clear_line(tmp_path):
+    result = step("split", "--dataset", "digits", "--out", "x.csv", "--data", "{digits: 1}")
+    assert result.returncode == 2
+    assert "argument --data: not valid JSON" in result.stderr
+
+
 def test_split_files_are_byte_identical_across_runs(tmp_path):
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     for path in (first, second):
@@ -72,7 +103,7 @@ def test_split_files_are_byte_identical_across_runs(tmp_path):
 def test_training_is_deterministic_for_a_seed():
     spec = SHORT_TRAINING
     x = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    data = Split(x, (x.sum((1, 2, 3)) > 0).long())
+    data = Samples(x, (x.sum((1, 2, 3)) > 0).long())
 
     def trained(seed):
         seed_everything(seed)

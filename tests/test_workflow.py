@@ -11,7 +11,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from helpers import REPO, TINY, snakemake_command, workflow_env
-from safecompress.data import check_split
+from safecompress.splits import check_split
 
 ATTACKS = ["nn", "loss", "confidence", "entropy", "modified_entropy"]
 

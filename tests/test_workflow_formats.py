@@ -13,7 +13,7 @@ import safetensors
 import yaml
 
 from safecompress.config import ConfigError, check_config
-from safecompress.data import DEBIAN_FASHION_MNIST
+from safecompress.pools import DEBIAN_FASHION_MNIST
 from test_workflow import REPO, snakemake
 
 FORMATS = REPO / ".test" / "config" / "formats.yaml"

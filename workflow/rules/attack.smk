@@ -16,17 +16,16 @@ rule attack:
         results("benchmarks/attack/{dataset}_{method}_density{density}_seed{seed}.tsv")
     conda:
         ENV
-    threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        **RESOURCES,
     params:
-        config=lambda w: section_json("evaluation", dataset=w.dataset),
+        data=lambda w: dataset_json(w.dataset)["data"],
+        evaluation=as_json(specs.select(specs.EvaluationSpec, config["evaluation"])),
     shell:
-        "python -m safecompress.evaluate --dataset {wildcards.dataset} --split {input.split}"
+        "{STEP}.attack --dataset {wildcards.dataset} --split {input.split}"
         " --model {input.model} --shadow-signals {input.shadow} --seed {wildcards.seed}"
-        " --out-dir $(dirname {output.table}) --data {params.config[data]:q}"
-        " --evaluation {params.config[evaluation]:q} > {log} 2>&1"
+        " --out-dir $(dirname {output.table}) --data {params.data:q}"
+        " --evaluation {params.evaluation:q} > {log} 2>&1"
 
 
 rule summarize:
@@ -49,12 +48,10 @@ rule summarize:
         results("logs/summarize.log"),
     conda:
         ENV
-    threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        **RESOURCES,
     shell:
-        "python -m safecompress.summarize --inputs {input} --summary {output.summary}"
+        "{STEP}.summarize --inputs {input} --summary {output.summary}"
         " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"
 
 
@@ -72,9 +69,7 @@ rule summarize_ablation:
         results("logs/summarize_ablation.log"),
     conda:
         ENV
-    threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        **RESOURCES,
     shell:
-        "python -m safecompress.summarize --inputs {input} --summary {output} > {log} 2>&1"
+        "{STEP}.summarize --inputs {input} --summary {output} > {log} 2>&1"

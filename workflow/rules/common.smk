@@ -1,6 +1,7 @@
-# Shared by all rules: config validation, output paths, the experiment grid.
+# Shared by all rules: config validation, output paths, the experiment grid, what each job reads.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
 # (Set here, not required from the user, so no `envvars:` assertion applies.)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
+from safecompress import specs
 from safecompress.config import ConfigError, check_config
 
 try:
@@ -21,6 +23,13 @@ except ConfigError as err:
 
 ENV = "../../envs/safecompress.yaml"
 METHODS = config["methods"]
+STEP = "python -m safecompress.steps"
+# Rule resources, declared once: training jobs take the configured threads and GPUs.
+RESOURCES = {
+    "mem_mb": config["resources"]["mem_mb"],
+    "runtime": config["resources"]["runtime"],
+}
+TRAINING_RESOURCES = {**RESOURCES, "gpu": config["resources"]["gpu"]}
 
 
 def results(path):
@@ -28,17 +37,20 @@ def results(path):
     return f"{config['results']}/{path}"
 
 
-def section_json(*names, dataset=None):
-    """Config sections as one JSON object per section, for a step's --<section> arguments.
+def as_json(value):
+    return json.dumps(value, sort_keys=True)
 
-    A data set's own `model` or `train` (keys of its `data` entry) replaces the global one.
+
+def dataset_json(dataset, *names):
+    """The data set's entry and the given sections as it sees them (its own `model` / `train`
+    replace the global ones), one JSON string each, for a step's --<section> arguments.
     """
-    sections = {name: config[name] for name in names}
-    if dataset is not None:
-        spec = config["data"][dataset]
-        sections.update({name: spec[name] for name in names if name in spec})
-        sections["data"] = {dataset: spec}
-    return {name: json.dumps(value, sort_keys=True) for name, value in sections.items()}
+    spec = config["data"][dataset]
+    sections = {name: spec.get(name, config[name]) for name in names}
+    return {
+        "data": as_json({dataset: spec}),
+        **{n: as_json(v) for n, v in sections.items()},
+    }
 
 
 def all_models():
@@ -66,7 +78,9 @@ ABLATION = "ablation/"
 
 
 def ablation_variants():
-    """One variant per swept value: lambda_<x>, n_<N>, set_<name>."""
+    """One variant per swept value: lambda_<x>, n_<N>, set_<name>; none without safecompress."""
+    if "safecompress" not in METHODS:
+        return []
     sweeps = config["ablation"]
     return (
         [f"lambda_{value}" for value in sweeps["lambdas"]]
@@ -94,10 +108,12 @@ def compressor(method):
     return method, "default"
 
 
-def safecompress_section(method):
-    """The `safecompress` section, changed as an ablation variant says."""
+def method_sections(method):
+    """`--sparse` / `--safecompress` arguments: only the keys this method reads (see
+    safecompress.specs), the `safecompress` section changed as an ablation variant says.
+    """
+    name, variant = compressor(method)
     section = dict(config["safecompress"])
-    _, variant = compressor(method)
     sweep, _, value = variant.partition("_")
     if sweep == "lambda":
         section["lambda"] = float(value)
@@ -105,7 +121,11 @@ def safecompress_section(method):
         section["strategies"] = section["strategies"][: int(value)]
     elif sweep == "set":
         section["strategies"] = config["ablation"]["strategy_sets"][value]
-    return json.dumps(section, sort_keys=True)
+    given = {"sparse": config["sparse"], "safecompress": section}
+    return " ".join(
+        f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
+        for key, spec in specs.METHOD_SPECS[name].items()
+    )
 
 
 def dense_model_if_pruned(wildcards):

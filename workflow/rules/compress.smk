@@ -21,19 +21,16 @@ rule compress:
         ENV
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=config["resources"]["gpu"],
+        **TRAINING_RESOURCES,
     params:
         dense=lambda w, input: f"--dense {input.dense}" if input.dense else "",
-        config=lambda w: section_json("model", "train", "sparse", dataset=w.dataset),
-        safecompress=lambda w: safecompress_section(w.method),
+        config=lambda w: dataset_json(w.dataset, "model", "train"),
+        sections=lambda w: method_sections(w.method),
         method=lambda w: compressor(w.method)[0],
         variant=lambda w: compressor(w.method)[1],
     shell:
-        "python -m safecompress.compress --dataset {wildcards.dataset} --split {input.split}"
-        " --method {params.method} --variant {params.variant} --density {wildcards.density} --seed {wildcards.seed}"
-        " {params.dense} --out-dir $(dirname {output.model})"
+        "{STEP}.compress --dataset {wildcards.dataset} --split {input.split}"
+        " --method {params.method} --variant {params.variant} --density {wildcards.density}"
+        " --seed {wildcards.seed} {params.dense} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
-        " --train {params.config[train]:q} --sparse {params.config[sparse]:q}"
-        " --safecompress {params.safecompress:q} > {log} 2>&1"
+        " --train {params.config[train]:q} {params.sections} > {log} 2>&1"

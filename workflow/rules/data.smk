@@ -6,11 +6,9 @@ rule split:
         results("logs/split/{dataset}.log"),
     conda:
         ENV
-    threads: 1
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        **RESOURCES,
     params:
-        data=lambda w: section_json(dataset=w.dataset)["data"],
+        data=lambda w: dataset_json(w.dataset)["data"],
     shell:
-        "python -m safecompress.split --dataset {wildcards.dataset} --data {params.data:q} --out {output} > {log} 2>&1"
+        "{STEP}.split --dataset {wildcards.dataset} --data {params.data:q} --out {output} > {log} 2>&1"

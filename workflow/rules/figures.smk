@@ -1,4 +1,4 @@
-# Figures: each a PNG for reading and a PDF for papers, one style (safecompress.plots).
+# Figures: each a PNG for reading and a PDF for papers, one style (safecompress.plots, steps.figures).
 
 
 rule figure_accuracy:
@@ -11,7 +11,7 @@ rule figure_accuracy:
     conda:
         ENV
     shell:
-        "python -m safecompress.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
+        "{STEP}.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
 
 
 rule figure_attack:
@@ -28,7 +28,7 @@ rule figure_attack:
     params:
         metric=lambda w: {"auc": "auc", "tpr": "tpr_at_1pct_fpr"}[w.metric],
     shell:
-        "python -m safecompress.figures attack --summary {input.summary} --metric {params.metric}"
+        "{STEP}.figures attack --summary {input.summary} --metric {params.metric}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule figure_tradeoff:
     params:
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "python -m safecompress.figures tradeoff --summary {input.summary} --attack {params.attack}"
+        "{STEP}.figures tradeoff --summary {input.summary} --attack {params.attack}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -63,7 +63,7 @@ rule figure_training:
     params:
         labels=lambda w: [label for *_, label in model_labels(w.dataset)],
     shell:
-        "python -m safecompress.figures training --history {input} --label {params.labels:q}"
+        "{STEP}.figures training --history {input} --label {params.labels:q}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -84,7 +84,7 @@ rule figure_roc:
         densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "python -m safecompress.figures roc --scores {input} --method {params.methods}"
+        "{STEP}.figures roc --scores {input} --method {params.methods}"
         " --density {params.densities} --attack {params.attack} --out {output.png} > {log} 2>&1"
 
 
@@ -100,7 +100,7 @@ rule figure_ablation:
     params:
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "python -m safecompress.figures ablation --table {input.table}"
+        "{STEP}.figures ablation --table {input.table}"
         " --attack {params.attack} --out {output.png} > {log} 2>&1"
 
 
@@ -114,4 +114,4 @@ rule figure_candidates:
     conda:
         ENV
     shell:
-        "python -m safecompress.figures candidates --updates {input} --out {output.png} > {log} 2>&1"
+        "{STEP}.figures candidates --updates {input} --out {output.png} > {log} 2>&1"

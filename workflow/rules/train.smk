@@ -1,5 +1,5 @@
 rule train_dense:
-    """The uncompressed target model, trained on the members (target_train)."""
+    """The uncompressed target model, trained on the members (target_train, known_members)."""
     input:
         split=results("{dataset}/split.csv"),
     output:
@@ -13,13 +13,11 @@ rule train_dense:
         ENV
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=config["resources"]["gpu"],
+        **TRAINING_RESOURCES,
     params:
-        config=lambda w: section_json("model", "train", dataset=w.dataset),
+        config=lambda w: dataset_json(w.dataset, "model", "train"),
     shell:
-        "python -m safecompress.train --dataset {wildcards.dataset} --split {input.split} --role target"
+        "{STEP}.train --dataset {wildcards.dataset} --split {input.split} --role target"
         " --seed {wildcards.seed} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} > {log} 2>&1"
@@ -41,13 +39,11 @@ rule train_shadow:
         ENV
     threads: config["resources"]["threads"]
     resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-        gpu=config["resources"]["gpu"],
+        **TRAINING_RESOURCES,
     params:
-        config=lambda w: section_json("model", "train", dataset=w.dataset),
+        config=lambda w: dataset_json(w.dataset, "model", "train"),
     shell:
-        "python -m safecompress.train --dataset {wildcards.dataset} --split {input.split} --role shadow"
+        "{STEP}.train --dataset {wildcards.dataset} --split {input.split} --role shadow"
         " --seed {wildcards.shadow} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} > {log} 2>&1"

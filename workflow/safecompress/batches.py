@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import Split
-
-if TYPE_CHECKING:
-    from .training import TrainSpec
+from .specs import TrainSpec
+from .splits import Samples
 
 AUGMENTATIONS = ("none", "crop_flip")
 
@@ -73,7 +70,7 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 class _Rows(Dataset):
     """A split indexed by a whole batch of rows at once: one gather per batch in a worker."""
 
-    def __init__(self, split: Split):
+    def __init__(self, split: Samples):
         self.split = split
 
     def __len__(self) -> int:
@@ -100,7 +97,7 @@ class _EpochOrder(Sampler):
 class TrainBatches:
     """The training set as the model sees it: shuffled, augmented batches on `device`."""
 
-    def __init__(self, train: Split, spec: TrainSpec, device: torch.device):
+    def __init__(self, train: Samples, spec: TrainSpec, device: torch.device):
         if spec.augment not in AUGMENTATIONS:
             raise ValueError(f"train.augment: {spec.augment!r} is not one of {AUGMENTATIONS}")
         if spec.augment == "crop_flip" and train.x.dim() != 4:

@@ -1,19 +1,29 @@
-"""The workflow configuration: schema validation plus the checks a schema cannot express."""
+"""The workflow configuration: the schema, the checks across keys it cannot express, and the
+check of one section given to a step by hand. Every failure is one ConfigError naming the key."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     """A configuration key has a wrong value; the message names the key and the fix."""
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The config schema (read once; callers get copies where they change it)."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -28,15 +38,33 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """Raise ConfigError naming the first offending key, before any work starts."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+def _validate(instance: dict[str, Any], against: dict[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(config)
+        jsonschema.Draft202012Validator(against).iter_errors(instance)
     )
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"config key {key}: {error.message}; see config/README.md")
+
+
+def check_section(name: str, value: Any, fields: Iterable[str] | None = None) -> None:
+    """Check one top-level section as the whole-file check would, e.g. a step's `--train JSON`.
+
+    With `fields`, the section may hold just those keys (what a step reads of it): the
+    schema's other required keys of the section are not asked for.
+    """
+    section_schema = copy.deepcopy(schema())
+    section_schema["required"] = [name]
+    section_schema["additionalProperties"] = True
+    if fields is not None:
+        own = section_schema["properties"][name]
+        own["required"] = [key for key in own.get("required", []) if key in set(fields)]
+    _validate({name: value}, section_schema)
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first offending key, before any work starts."""
+    _validate(config, schema())
     for name in config["datasets"]:
         if name not in config["data"]:
             raise ConfigError(
@@ -63,9 +91,14 @@ def check_config(config: dict[str, Any]) -> None:
             f"config key ablation.n_candidates: {too_many} exceed the {n_strategies} "
             "safecompress.strategies; add strategies or lower N"
         )
-    roc = config["evaluation"]["roc_density"]
-    if roc not in config["densities"]:
+    evaluation = config["evaluation"]
+    if evaluation["roc_density"] not in config["densities"]:
         raise ConfigError(
-            f"config key evaluation.roc_density: {roc} is not one of densities "
-            f"{config['densities']}; pick one of them"
+            f"config key evaluation.roc_density: {evaluation['roc_density']} is not one of "
+            f"densities {config['densities']}; pick one of them"
+        )
+    if evaluation["tradeoff_attack"] not in evaluation["attacks"]:
+        raise ConfigError(
+            f"config key evaluation.tradeoff_attack: {evaluation['tradeoff_attack']!r} is not "
+            f"one of evaluation.attacks {evaluation['attacks']}; add it there or pick one of them"
         )

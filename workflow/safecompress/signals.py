@@ -7,8 +7,8 @@ import pandas as pd
 from torch import nn
 
 from .attacks.scores import cross_entropy
-from .data import Data
-from .training import predict_logits
+from .devices import predict_logits
+from .splits import Data
 
 SIGNAL_COLUMNS = ("index", "set", "label", "loss")
 

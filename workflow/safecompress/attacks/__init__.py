@@ -23,8 +23,8 @@ from .learned import (
     nn_attack_features,
     nn_member_probability,
 )
-from .scores import THRESHOLD_ATTACKS, class_labels, logit_matrix, membership_score
-from .threshold import fit_class_thresholds, fit_threshold, predict_with_thresholds
+from .scores import THRESHOLD_ATTACKS, class_labels, membership_score
+from .threshold import fit_class_thresholds, predict_with_thresholds
 
 ATTACKS = ("nn", *THRESHOLD_ATTACKS)
 
@@ -116,34 +116,3 @@ def run_attacks(
             {"attack": attack, **attack_metrics(target_signals.is_member, score, predicted)}
         )
     return pd.DataFrame(rows), scores
-
-
-def probe_attack(
-    metric: str,
-    logits_members: np.ndarray,
-    labels_members: np.ndarray,
-    logits_nonmembers: np.ndarray,
-    labels_nonmembers: np.ndarray,
-    seed: int = 0,
-) -> dict[str, float]:
-    """The defender's safety test on its own known members and non-members (the probe).
-
-    A threshold metric is fitted on the probe it is scored on: an optimistic attacker, an
-    upper bound on what that metric reveals about these members. The `nn` attacker is
-    cross-fitted instead (trained on one half of the probe, scored on the other, and back),
-    since a classifier scored on its own training data would only measure its own memory.
-    """
-    logits = np.r_[logit_matrix(logits_members), logit_matrix(logits_nonmembers)]
-    labels = np.r_[labels_members, labels_nonmembers]
-    is_member = np.r_[np.ones(len(labels_members), bool), np.zeros(len(labels_nonmembers), bool)]
-    if metric == "nn":
-        features = nn_attack_features(logits, labels)
-        fold = np.arange(len(labels)) % 2 == 0
-        scores = np.empty(len(labels))
-        for test in (fold, ~fold):
-            classifier = fit_nn_attack(features[~test], is_member[~test], seed)
-            scores[test] = nn_member_probability(classifier, features[test])
-        return attack_metrics(is_member, scores, scores >= NN_DECISION_PROBABILITY)
-    scores = membership_score(metric, logits, labels)
-    predicted = scores >= fit_threshold(scores, is_member)
-    return attack_metrics(is_member, scores, predicted)

@@ -1,11 +1,11 @@
-"""Step 2: train a dense model — the target (on target_train) or shadow model k.
+"""Step 2: train a dense model: the target (on its members) or shadow model k.
 
-    python -m safecompress.train --dataset digits --split results/digits/split.csv \\
+    python -m safecompress.steps.train --dataset digits --split results/digits/split.csv \\
         --role target --seed 0 --out-dir results/digits/dense/density1.0/seed0
 
 Writes model.safetensors and history.csv (per-epoch train/validation loss and accuracy).
 A shadow model also writes signals.csv (logits of its own members and non-members), from
-which the attacks are calibrated.
+which the attacks are calibrated. A killed run restarts from its last epoch.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, cli
-from .batches import TrainBatches
-from .checkpoint import Checkpoint
-from .data import load_data, shadow_partition
-from .io import config_hash, write_csv
-from .models import build_model, save_model
-from .signals import signal_table
-from .training import TrainSpec, fit, pick_device, provenance, seed_everything, to_device
+from .. import specs
+from ..batches import TrainBatches
+from ..checkpoint import Checkpoint
+from ..config import check_section
+from ..devices import pick_device, to_device
+from ..io import config_hash, write_csv
+from ..loop import fit, seed_everything
+from ..models import build_model, save_model
+from ..provenance import code_revision, provenance
+from ..signals import signal_table
+from ..splits import MEMBER_SETS, load_data, set_indices, shadow_partition
+from . import cli
 
 SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart from targets
 
@@ -28,35 +32,41 @@ SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
-    p.add_argument("--split", required=True, help="split table written by safecompress.split")
+    p.add_argument("--split", required=True, help="split table written by steps.split")
     p.add_argument("--role", choices=("target", "shadow"), required=True)
     p.add_argument("--seed", type=int, default=0, help="target: training seed; shadow: model k")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "model", "train")
     args = p.parse_args(argv)
-    spec, config = cli.dataset_sections(args, args.dataset, "model", "train")
+    entry = cli.data_entry(args, args.dataset)
+    model_section = cli.dataset_section(args, args.dataset, "model")
+    check_section("model", model_section)
+    train_spec = specs.read(
+        specs.TrainSpec, "train", cli.dataset_section(args, args.dataset, "train")
+    )
 
     device = pick_device()
-    data = load_data(spec, args.split)
+    data = load_data(entry, args.split)
     if args.role == "target":
-        train, seed = data.set("target_train"), args.seed
+        members, seed = set_indices(data.split, *MEMBER_SETS), args.seed
     else:
         members, nonmembers = shadow_partition(data.split, args.seed)
-        train, seed = data.take(members), SHADOW_SEED_OFFSET + args.seed
+        seed = SHADOW_SEED_OFFSET + args.seed
+    train = data.take(members)
 
     seed_everything(seed)
     input_shape = tuple(train.x.shape[1:])
-    model = to_device(build_model(config["model"], input_shape, data.n_classes), device)
-    job = {"dataset": args.dataset, "role": args.role, "seed": args.seed, "v": __version__}
+    model = to_device(build_model(model_section, input_shape, data.n_classes), device)
+    read = {"data": entry, "model": model_section, "train": train_spec}
+    job = {"dataset": args.dataset, "role": args.role, "seed": args.seed}
     checkpoint = Checkpoint(
-        args.out_dir / "checkpoint.pt", config_hash({"data": spec, **config, **job})
+        args.out_dir / "checkpoint.pt", config_hash({**read, **job, "code": code_revision()})
     )
-    spec_train = TrainSpec.from_config(config["train"])
     history = fit(
         model,
-        TrainBatches(train, spec_train, device),
+        TrainBatches(train, train_spec, device),
         data.set("reference"),
-        spec_train,
+        train_spec,
         seed,
         checkpoint=checkpoint,
     )
@@ -67,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "method": "dense",
         "density": 1.0,
         "seed": args.seed,
-        "model": config["model"],
+        "model": model_section,
         "input_shape": list(input_shape),
         "n_classes": data.n_classes,
-        **provenance({"data": spec, **config}, device),
+        **provenance(read, device),
     }
     write_csv(history, args.out_dir / "history.csv")
     if args.role == "shadow":

@@ -1,19 +1,19 @@
 """Step 6: draw one figure of the paper from the result tables.
 
-    python -m safecompress.figures accuracy --summary results/tables/summary.csv \\
+    python -m safecompress.steps.figures accuracy --summary results/tables/summary.csv \\
         --out results/figures/accuracy.png
-    python -m safecompress.figures attack --summary results/tables/summary.csv --metric auc \\
+    python -m safecompress.steps.figures attack --summary results/tables/summary.csv --metric auc \\
         --out results/figures/attack_auc.png
-    python -m safecompress.figures tradeoff --summary results/tables/summary.csv --attack loss \\
-        --out results/figures/tradeoff_loss.png
-    python -m safecompress.figures training --history DENSE/history.csv SAFE/history.csv \\
+    python -m safecompress.steps.figures tradeoff --summary results/tables/summary.csv \\
+        --attack loss --out results/figures/tradeoff_loss.png
+    python -m safecompress.steps.figures training --history DENSE/history.csv SAFE/history.csv \\
         --label "dense d=1.0" "safecompress d=0.1" --out results/figures/training.png
-    python -m safecompress.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
+    python -m safecompress.steps.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
         --method dense safecompress --density 1.0 0.1 --attack loss \\
         --out results/figures/roc_loss.png
-    python -m safecompress.figures ablation --table results/tables/ablation.csv --attack loss \\
-        --out results/figures/ablation.png
-    python -m safecompress.figures candidates --updates SAFE/updates.csv \\
+    python -m safecompress.steps.figures ablation --table results/tables/ablation.csv \\
+        --attack loss --out results/figures/ablation.png
+    python -m safecompress.steps.figures candidates --updates SAFE/updates.csv \\
         --out results/figures/candidates.png
 
 Every figure is written twice: the --out PNG (150 dpi) and a PDF with the same stem.
@@ -30,8 +30,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import cli, plots
-from .io import read_csv
+from .. import plots
+from ..io import read_csv
+from . import cli
 
 
 def _from_summary(path: Path, draw: Callable[..., Figure], *options: str) -> Figure:

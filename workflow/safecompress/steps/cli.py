@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import ConfigError, check_config, load_yaml
+from ..config import ConfigError, check_config, check_section, load_yaml
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -24,6 +25,13 @@ def parser(module: str, description: str) -> argparse.ArgumentParser:
     )
 
 
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err})") from None
+
+
 def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:
     """`--config FILE` plus one `--<section> JSON` override per config section the step reads."""
     p.add_argument(
@@ -34,42 +42,42 @@ def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:
     for name in sections:
         p.add_argument(
             f"--{name}",
-            type=json.loads,
+            type=_json,
             metavar="JSON",
-            help=f"the config's `{name}` section as JSON (replaces the file's)",
+            help=f"the config's `{name}` section as JSON (replaces the file's); "
+            "the keys this step reads are enough",
         )
 
 
-def sections(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    """The requested config sections: from JSON arguments, else from the config file."""
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if len(given) < len(names):
-        config = load_yaml(args.config)
-        try:
-            check_config(config)
-        except ConfigError as err:
-            raise ConfigError(f"{args.config}: {err}") from None
-        given |= {name: config[name] for name in names if name not in given}
-    return given
+@functools.cache
+def _config_file(path: str) -> dict[str, Any]:
+    config = load_yaml(path)
+    try:
+        check_config(config)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config
 
 
-def data_spec(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
-    """The `data.<dataset>` entry."""
-    data = sections(args, "data")["data"]
-    if dataset not in data:
+def section(args: argparse.Namespace, name: str) -> Any:
+    """A config section: from its JSON argument, else from the (checked) config file."""
+    given = getattr(args, name)
+    return _config_file(args.config)[name] if given is None else given
+
+
+def data_entry(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """The checked `data.<dataset>` entry."""
+    data = section(args, "data")
+    if not isinstance(data, dict) or dataset not in data:
         raise ConfigError(f"config key data: no entry for data set {dataset!r}; add data.{dataset}")
+    check_section("data", {dataset: data[dataset]})
     return data[dataset]
 
 
-def dataset_sections(
-    args: argparse.Namespace, dataset: str, *names: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The data set's entry, and the requested sections with the data set's own `model` /
-    `train` (if it has them) replacing the global ones, as the workflow does."""
-    spec = data_spec(args, dataset)
-    config = sections(args, *names)
-    config.update({name: spec[name] for name in names if name in spec})
-    return spec, config
+def dataset_section(args: argparse.Namespace, dataset: str, name: str) -> Any:
+    """A section as the data set sees it: its own `model` / `train` replace the global ones."""
+    entry = data_entry(args, dataset)
+    return entry[name] if name in entry else section(args, name)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:

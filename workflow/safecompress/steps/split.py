@@ -1,15 +1,18 @@
 """Step 1: one seeded split of a data set's pool into disjoint member / non-member sets.
 
-python -m safecompress.split --dataset digits --out results/digits/split.csv
+    python -m safecompress.steps.split --dataset digits --out results/digits/split.csv
+
+The sets and what each is for: `safecompress.splits`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..io import write_csv
+from ..pools import load_pool
+from ..splits import make_split
 from . import cli
-from .data import load_pool, make_split
-from .io import write_csv
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -18,9 +21,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="split table to write (CSV: index, set)")
     cli.add_sections(p, "data")
     args = p.parse_args(argv)
-    spec = cli.data_spec(args, args.dataset)
-    pool = load_pool(spec)
-    split = make_split(len(pool.y), spec["split"], spec["split_seed"])
+    entry = cli.data_entry(args, args.dataset)
+    pool = load_pool(entry)
+    split = make_split(len(pool.y), entry["split"], entry["split_seed"])
     write_csv(split, args.out)
     counts = split["set"].value_counts().reindex(split["set"].unique())
     print(

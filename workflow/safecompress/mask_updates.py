@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import attacks
 from .batches import TrainBatches
-from .data import Split
+from .loop import train_step
 from .metrics import ATTACK_METRICS
+from .safety import SafetyTest
 from .sparse import SparseEngine, cosine_prune_fraction
-from .training import predict_logits, train_step
+from .specs import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ class Schedule:
         if step % self.interval or step >= self.end_step:
             return None
         return cosine_prune_fraction(self.prune_fraction, step, self.end_step)
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """One way to make a candidate: scale of the scheduled prune fraction x growth criterion."""
-
-    scale: float
-    growth: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.growth}x{self.scale:g}"
 
 
 class LoggedUpdate:
@@ -99,32 +87,6 @@ class DSTUpdate(LoggedUpdate):
         masks = self.engine.propose(fraction, self.growth, self.optimizer, self.generator)
         self.engine.set_masks(masks, self.optimizer)
         self.records.append({"step": step, "prune_fraction": fraction, "growth": self.growth})
-
-
-@dataclass
-class SafetyTest:
-    """The defender's simulated attack on its own known members and non-members, never the
-    evaluation sets. Task accuracy is read from the same non-member logits: the probe's
-    non-members are held-out data, and a second forward pass over a validation set would
-    make the test cost a third more."""
-
-    attack: str
-    members: Split
-    nonmembers: Split
-
-    def run(self, model: nn.Module) -> dict[str, float]:
-        member_logits = predict_logits(model, self.members.x)
-        nonmember_logits = predict_logits(model, self.nonmembers.x)
-        member_labels, nonmember_labels = self.members.y.cpu(), self.nonmembers.y.cpu()
-        val_acc = (nonmember_logits.argmax(1) == nonmember_labels).float().mean().item()
-        result = attacks.probe_attack(
-            self.attack,
-            member_logits.double().numpy(),
-            member_labels.numpy(),
-            nonmember_logits.double().numpy(),
-            nonmember_labels.numpy(),
-        )
-        return {"val_acc": val_acc, **{name: float(value) for name, value in result.items()}}
 
 
 class SafeCompressUpdate(LoggedUpdate):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -12,50 +12,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
 from .batches import TrainBatches
 from .checkpoint import Checkpoint
-from .data import Split
-from .io import config_hash
+from .devices import forward, predict_logits
+from .specs import TrainSpec
+from .splits import Samples
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 60.0  # at most one progress line per minute within an epoch
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    """Optimiser and schedule: SGD with (Nesterov) momentum, step decay at fractions of
-    training; and how batches are delivered (see `batches`)."""
+class Progress:
+    """Steps done, samples per second and time left within a long epoch, logged at most once
+    every `every` seconds (a short epoch logs nothing but its summary line)."""
 
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    milestones: tuple[float, ...]
-    gamma: float
-    workers: int = 0
-    augment: str = "none"
+    def __init__(self, epoch: int, epochs: int, steps: int, every: float = PROGRESS_SECONDS):
+        self.epoch, self.epochs, self.steps, self.every = epoch, epochs, steps, every
+        self.start = self.last = time.monotonic()
 
-    @classmethod
-    def from_config(cls, section: dict[str, Any], epochs: int | None = None) -> TrainSpec:
-        return cls(
-            epochs=section["epochs"] if epochs is None else epochs,
-            batch_size=section["batch_size"],
-            lr=section["lr"],
-            momentum=section["momentum"],
-            nesterov=section["nesterov"],
-            weight_decay=section["weight_decay"],
-            milestones=tuple(section["milestones"]),
-            gamma=section["gamma"],
-            workers=section.get("workers", 0),
-            augment=section.get("augment", "none"),
+    def update(self, done: int, samples: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last, elapsed = now, now - self.start
+        left = elapsed * (self.steps - done) / done
+        log.info(
+            "epoch %d/%d  step %d/%d  %.0f samples/s  %s left in the epoch",
+            self.epoch,
+            self.epochs,
+            done,
+            self.steps,
+            samples / elapsed,
+            time.strftime("%H:%M:%S", time.gmtime(left)),
         )
-
-
-def pick_device() -> torch.device:
-    """The job's accelerator when it was given one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -79,27 +68,6 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move a model to `device`; on a GPU, convolution weights go channels-last once here,
-    not on every forward pass."""
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Float32 logits. On a GPU: bf16 autocast, and images in channels-last layout to match
-    the weights (see `to_device`), the fast paths of tensor cores. On the CPU: plain float32,
-    so CPU runs stay bit-for-bit reproducible."""
-    if x.device.type != "cuda":
-        return model(x)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        return model(x).float()
-
-
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,16 +82,7 @@ def train_step(
     return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of `model` on `x` in evaluation mode, computed on the model's device in chunks
-    and returned in host memory, where the metrics and attacks read them."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([forward(model, chunk.to(device)).cpu() for chunk in x.split(batch_size)])
-
-
-def loss_and_accuracy(model: nn.Module, data: Split) -> tuple[float, float]:
+def loss_and_accuracy(model: nn.Module, data: Samples) -> tuple[float, float]:
     logits, labels = predict_logits(model, data.x), data.y.cpu()
     loss = F.cross_entropy(logits, labels).item()
     return loss, (logits.argmax(1) == labels).float().mean().item()
@@ -135,7 +94,7 @@ StepHook = Callable[[int], None]
 def fit(
     model: nn.Module,
     train: TrainBatches,
-    val: Split,
+    val: Samples,
     spec: TrainSpec,
     seed: int,
     after_step: StepHook | None = None,
@@ -171,12 +130,14 @@ def fit(
         loss_sum = torch.zeros((), device=train.device)
         correct = torch.zeros((), device=train.device, dtype=torch.long)
         seen = 0
-        for x, y in train.epoch(generator):
+        progress = Progress(epoch, spec.epochs, train.steps_per_epoch)
+        for done, (x, y) in enumerate(train.epoch(generator), start=1):
             loss, n_correct = train_step(model, optimizer_, x, y)
             loss_sum += loss
             correct += n_correct
             seen += len(y)
             step += 1
+            progress.update(done, seen)
             if after_step is not None:
                 after_step(step)
         lr = optimizer_.param_groups[0]["lr"]
@@ -217,14 +178,3 @@ def fit(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def provenance(config_sections: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """What produced a result: config hash, code and library versions, device."""
-    return {
-        "config_hash": config_hash(config_sections),
-        "code_version": __version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
-    }

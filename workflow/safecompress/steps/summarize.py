@@ -1,6 +1,6 @@
 """Step 5: gather every model's attack results into the summary and paper-style tables.
 
-    python -m safecompress.summarize --inputs results/*/*/density*/seed*/attacks.csv \\
+    python -m safecompress.steps.summarize --inputs results/*/*/density*/seed*/attacks.csv \\
         --summary results/tables/summary.csv --paper-table results/tables/paper_table.csv \\
         --markdown results/tables/paper_table.md
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import atomic_path, read_csv, write_csv
 from . import cli
-from .io import atomic_path, read_csv, write_csv
 
 KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
 METRICS = ["task_acc", "attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]

@@ -1,0 +1,99 @@
+"""Step 3: compress to one density with one method: magnitude, dst or safecompress.
+
+    python -m safecompress.steps.compress --dataset digits --split results/digits/split.csv \\
+        --method safecompress --density 0.1 --seed 0 \\
+        --out-dir results/digits/safecompress/density0.1/seed0
+
+`--method magnitude` also needs `--dense`, the trained dense model it prunes. What each method
+does: `safecompress.methods`. Writes model.safetensors, history.csv and updates.csv (every
+mask update; for safecompress every candidate with its accuracy, attack numbers and whether
+it was selected). A killed run restarts from its last epoch; a finished one leaves no
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import specs
+from ..checkpoint import Checkpoint
+from ..config import check_section
+from ..devices import pick_device
+from ..io import config_hash, write_csv
+from ..loop import seed_everything
+from ..methods import COMPRESSORS, Job
+from ..models import save_model
+from ..provenance import code_revision, provenance
+from ..sparse import SparseEngine, measured_density
+from ..splits import load_data
+from . import cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser(__spec__.name, __doc__)
+    p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
+    p.add_argument("--split", required=True, help="split table written by steps.split")
+    p.add_argument("--method", choices=specs.METHODS, required=True)
+    p.add_argument("--density", type=float, required=True, help="fraction of weights kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dense", help="trained dense model (needed by --method magnitude)")
+    p.add_argument("--variant", default="default", help="name of an ablation variant, if any")
+    p.add_argument("--out-dir", required=True, type=Path)
+    cli.add_sections(p, "data", "model", "train", "sparse", "safecompress")
+    args = p.parse_args(argv)
+    if not 0.0 < args.density < 1.0:
+        raise ValueError(f"--density must be in (0, 1), got {args.density}")
+    extra = {}
+    if args.method == "magnitude":
+        if not args.dense:
+            raise ValueError("--method magnitude needs --dense, the trained dense model to prune")
+        extra["dense"] = args.dense
+    entry = cli.data_entry(args, args.dataset)
+    model_section = cli.dataset_section(args, args.dataset, "model")
+    check_section("model", model_section)
+    train = specs.read(specs.TrainSpec, "train", cli.dataset_section(args, args.dataset, "train"))
+    sections = {
+        name: specs.read(spec, name, cli.section(args, name))
+        for name, spec in specs.METHOD_SPECS[args.method].items()
+    }
+
+    device = pick_device()
+    data = load_data(entry, args.split)
+    seed_everything(args.seed)
+    read = {"data": entry, "model": model_section, "train": train, **sections}
+    job_id = {key: getattr(args, key) for key in ("dataset", "method", "density", "seed", "dense")}
+    checkpoint = Checkpoint(
+        args.out_dir / "checkpoint.pt",
+        config_hash({**read, **job_id, "code": code_revision()}),
+    )
+    job = Job(data, model_section, train, args.density, args.seed, device, checkpoint)
+    model, history, updates, start_density = COMPRESSORS[args.method](job, **sections, **extra)
+
+    meta = {
+        "dataset": args.dataset,
+        "role": "target",
+        "method": args.method,
+        "variant": args.variant,
+        "density": args.density,
+        "density_measured": measured_density(model),
+        "layer_density_start": start_density,
+        "layer_density_end": SparseEngine(model).layer_density(),
+        "seed": args.seed,
+        "model": model_section,
+        "input_shape": list(data.x.shape[1:]),
+        "n_classes": data.n_classes,
+        **provenance(read, device),
+    }
+    write_csv(history, args.out_dir / "history.csv")
+    write_csv(updates, args.out_dir / "updates.csv")
+    save_model(model, args.out_dir / "model.safetensors", meta)
+    checkpoint.remove()
+    print(
+        f"{args.method} d={args.density}: measured density {meta['density_measured']:.4f}, "
+        f"val acc {history['val_acc'].iloc[-1]:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    cli.run(main)
