@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from helpers import changed
-from safecompress.config import ConfigError, check_config, load_yaml
+from safecompress.config import ConfigError, check_config, load_yaml, schema
 
 DEFAULT = yaml.safe_load((Path(__file__).parent.parent / "config" / "config.yaml").read_text())
 
@@ -67,3 +67,47 @@ def test_image_augmentation_of_data_that_are_not_images_is_refused():
     wine = changed(changed(DEFAULT, "data.digits.name", "wine"), "train.augment", "crop_flip")
     with pytest.raises(ConfigError, match=r"train\.augment: crop_flip .* data\.digits is not"):
         check_config(wine)
+
+
+def schema_enums(node, path=""):
+    """(path, values) of every `enum` in the schema."""
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield path, node["enum"]
+        for key, value in node.items():
+            yield from schema_enums(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from schema_enums(value, f"{path}/{i}")
+
+
+def test_every_schema_enum_is_a_python_constant():
+    """The names the code dispatches on are the one source; the schema must list exactly them."""
+    from safecompress import attacks, batches, models, pools, safety, sparse, specs, splits
+
+    data = "/properties/data/additionalProperties"
+    expected = {
+        "/$defs/growth": sparse.GROWTH_CRITERIA,
+        "/properties/methods/items": specs.METHODS,
+        f"{data}/properties/source": pools.SOURCES,
+        f"{data}/allOf/0/then/properties/name": pools.SKLEARN_DATASETS,
+        f"{data}/allOf/1/then/properties/name": tuple(pools.IMAGE_FOLDERS),
+        "/properties/model/properties/arch": models.ARCHITECTURES,
+        "/properties/train/properties/augment": batches.AUGMENTATIONS,
+        "/properties/sparse/properties/distribution": sparse.DISTRIBUTIONS,
+        "/properties/safecompress/properties/safety_attack": safety.SAFETY_ATTACKS,
+        "/properties/evaluation/properties/attacks/items": attacks.ATTACKS,
+        "/properties/evaluation/properties/tradeoff_attack": attacks.ATTACKS,
+    }
+    found = dict(schema_enums(schema()))
+    assert found.keys() == expected.keys()
+    for path, values in found.items():
+        assert sorted(values) == sorted(expected[path]), path
+    split = schema()["properties"]["data"]["additionalProperties"]["properties"]["split"]
+    assert tuple(split["properties"]) == splits.SPLIT_SETS == tuple(split["required"])
+
+
+def test_cross_key_checks_run_at_start():
+    config = changed(DEFAULT, "evaluation.attacks", ["loss"])
+    with pytest.raises(ConfigError, match="evaluation.tradeoff_attack: 'loss'|tradeoff_attack"):
+        check_config(changed(config, "evaluation.tradeoff_attack", "nn"))

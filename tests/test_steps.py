@@ -2,6 +2,7 @@
 ends with exit code 2 and one line naming the problem."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from helpers import SHORT_TRAINING
+from safecompress import loop
 from safecompress.batches import TrainBatches
 from safecompress.loop import fit, seed_everything
 from safecompress.models import build_model
@@ -115,3 +117,17 @@ def test_training_is_deterministic_for_a_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert history_a.equals(history_b)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_long_epochs_log_progress_at_a_bounded_rate(caplog, monkeypatch):
+    """Within an epoch: steps done, samples per second, time left; at most once per period."""
+    clock = iter([0.0, 10.0, 20.0, 70.0, 80.0, 140.0])
+    monkeypatch.setattr(loop.time, "monotonic", lambda: next(clock))
+    progress = loop.Progress(epoch=3, epochs=200, steps=100, every=60.0)
+    with caplog.at_level(logging.INFO, logger="safecompress.loop"):
+        for done in (10, 20, 70, 80, 140):
+            progress.update(done, samples=done * 128)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2  # at 70 s and at 140 s, not every step
+    assert lines[0].startswith("epoch 3/200  step 70/100  128 samples/s")
+    assert lines[0].endswith("00:00:30 left in the epoch")

@@ -1,6 +1,7 @@
 """The whole workflow on the tiny config, in a temporary directory: every output exists and
 every number in summary.csv can be recomputed from the saved per-sample files."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_report_has_every_figure_and_table_with_its_caption(run):
         first_words = " ".join(caption.read_text().split()[:3])
         if "{{" not in first_words:  # the workflow description is a template
             assert first_words in report, caption.name
+
+
+def dry_run_methods(workdir: Path, tmp_path: Path, **changes) -> set[str]:
+    """The `method` wildcards of the jobs a dry run with the tiny config, changed, would run."""
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in changes.items():
+        config[section] = values if not isinstance(values, dict) else config[section] | values
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = snakemake_command(workdir, [path], "--cores", "1", "--dry-run")
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=workflow_env(), timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(re.findall(r"method=([^,\s]+)", result.stdout))
+
+
+def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
+    rerun = dry_run_methods(run, tmp_path, safecompress={"lambda": 3.0})
+    assert "safecompress" in rerun
+    assert not rerun & {"dst", "magnitude", "dense"}
+    # a figure setting reruns figures only, no attack or training job
+    assert dry_run_methods(run, tmp_path, evaluation={"tradeoff_attack": "nn"}) == set()
+
+
+def test_ablations_run_only_with_safecompress(tmp_path):
+    planned = dry_run_methods(tmp_path, tmp_path, methods=["dst"])
+    assert planned == {"dense", "dst"}

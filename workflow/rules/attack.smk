@@ -22,7 +22,7 @@ rule attack:
         data=lambda w: dataset_json(w.dataset)["data"],
         evaluation=as_json(specs.select(specs.EvaluationSpec, config["evaluation"])),
     shell:
-        "{STEP}.attack --dataset {wildcards.dataset} --split {input.split}"
+        "python -m safecompress.steps.attack --dataset {wildcards.dataset} --split {input.split}"
         " --model {input.model} --shadow-signals {input.shadow} --seed {wildcards.seed}"
         " --out-dir $(dirname {output.table}) --data {params.data:q}"
         " --evaluation {params.evaluation:q} > {log} 2>&1"
@@ -51,7 +51,7 @@ rule summarize:
     resources:
         **RESOURCES,
     shell:
-        "{STEP}.summarize --inputs {input} --summary {output.summary}"
+        "python -m safecompress.steps.summarize --inputs {input} --summary {output.summary}"
         " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"
 
 
@@ -72,4 +72,4 @@ rule summarize_ablation:
     resources:
         **RESOURCES,
     shell:
-        "{STEP}.summarize --inputs {input} --summary {output} > {log} 2>&1"
+        "python -m safecompress.steps.summarize --inputs {input} --summary {output} > {log} 2>&1"

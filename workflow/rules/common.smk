@@ -14,7 +14,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 # (Set here, not required from the user, so no `envvars:` assertion applies.)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
 from safecompress import specs
-from safecompress.config import ConfigError, check_config
+from safecompress.config import ConfigError, check_config, for_dataset
 
 try:
     check_config(config)
@@ -23,7 +23,6 @@ except ConfigError as err:
 
 ENV = "../../envs/safecompress.yaml"
 METHODS = config["methods"]
-STEP = "python -m safecompress.steps"
 # Rule resources, declared once: training jobs take the configured threads and GPUs.
 RESOURCES = {
     "mem_mb": config["resources"]["mem_mb"],
@@ -46,7 +45,7 @@ def dataset_json(dataset, *names):
     replace the global ones), one JSON string each, for a step's --<section> arguments.
     """
     spec = config["data"][dataset]
-    sections = {name: spec.get(name, config[name]) for name in names}
+    sections = {name: for_dataset(spec, name, config[name]) for name in names}
     return {
         "data": as_json({dataset: spec}),
         **{n: as_json(v) for n, v in sections.items()},

@@ -29,7 +29,7 @@ rule compress:
         method=lambda w: compressor(w.method)[0],
         variant=lambda w: compressor(w.method)[1],
     shell:
-        "{STEP}.compress --dataset {wildcards.dataset} --split {input.split}"
+        "python -m safecompress.steps.compress --dataset {wildcards.dataset} --split {input.split}"
         " --method {params.method} --variant {params.variant} --density {wildcards.density}"
         " --seed {wildcards.seed} {params.dense} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"

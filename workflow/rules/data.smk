@@ -11,4 +11,4 @@ rule split:
     params:
         data=lambda w: dataset_json(w.dataset)["data"],
     shell:
-        "{STEP}.split --dataset {wildcards.dataset} --data {params.data:q} --out {output} > {log} 2>&1"
+        "python -m safecompress.steps.split --dataset {wildcards.dataset} --data {params.data:q} --out {output} > {log} 2>&1"

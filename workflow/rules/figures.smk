@@ -11,7 +11,7 @@ rule figure_accuracy:
     conda:
         ENV
     shell:
-        "{STEP}.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
+        "python -m safecompress.steps.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
 
 
 rule figure_attack:
@@ -28,7 +28,7 @@ rule figure_attack:
     params:
         metric=lambda w: {"auc": "auc", "tpr": "tpr_at_1pct_fpr"}[w.metric],
     shell:
-        "{STEP}.figures attack --summary {input.summary} --metric {params.metric}"
+        "python -m safecompress.steps.figures attack --summary {input.summary} --metric {params.metric}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule figure_tradeoff:
     params:
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "{STEP}.figures tradeoff --summary {input.summary} --attack {params.attack}"
+        "python -m safecompress.steps.figures tradeoff --summary {input.summary} --attack {params.attack}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -63,7 +63,7 @@ rule figure_training:
     params:
         labels=lambda w: [label for *_, label in model_labels(w.dataset)],
     shell:
-        "{STEP}.figures training --history {input} --label {params.labels:q}"
+        "python -m safecompress.steps.figures training --history {input} --label {params.labels:q}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -84,7 +84,7 @@ rule figure_roc:
         densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "{STEP}.figures roc --scores {input} --method {params.methods}"
+        "python -m safecompress.steps.figures roc --scores {input} --method {params.methods}"
         " --density {params.densities} --attack {params.attack} --out {output.png} > {log} 2>&1"
 
 
@@ -100,7 +100,7 @@ rule figure_ablation:
     params:
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "{STEP}.figures ablation --table {input.table}"
+        "python -m safecompress.steps.figures ablation --table {input.table}"
         " --attack {params.attack} --out {output.png} > {log} 2>&1"
 
 
@@ -114,4 +114,4 @@ rule figure_candidates:
     conda:
         ENV
     shell:
-        "{STEP}.figures candidates --updates {input} --out {output.png} > {log} 2>&1"
+        "python -m safecompress.steps.figures candidates --updates {input} --out {output.png} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule train_dense:
     params:
         config=lambda w: dataset_json(w.dataset, "model", "train"),
     shell:
-        "{STEP}.train --dataset {wildcards.dataset} --split {input.split} --role target"
+        "python -m safecompress.steps.train --dataset {wildcards.dataset} --split {input.split} --role target"
         " --seed {wildcards.seed} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} > {log} 2>&1"
@@ -43,7 +43,7 @@ rule train_shadow:
     params:
         config=lambda w: dataset_json(w.dataset, "model", "train"),
     shell:
-        "{STEP}.train --dataset {wildcards.dataset} --split {input.split} --role shadow"
+        "python -m safecompress.steps.train --dataset {wildcards.dataset} --split {input.split} --role shadow"
         " --seed {wildcards.shadow} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} > {log} 2>&1"

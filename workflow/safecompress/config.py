@@ -14,6 +14,8 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+# Sections a data set's entry may hold its own copy of, replacing the global one for it.
+DATASET_SECTIONS = ("model", "train")
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return data
+
+
+def for_dataset(entry: dict[str, Any], name: str, global_section: Any) -> Any:
+    """Section `name` as a data set sees it: its own copy if its entry has one."""
+    return entry[name] if name in DATASET_SECTIONS and name in entry else global_section
 
 
 def _validate(instance: dict[str, Any], against: dict[str, Any]) -> None:

@@ -14,11 +14,14 @@ from .attacks.learned import (
     nn_attack_features,
     nn_member_probability,
 )
-from .attacks.scores import logit_matrix, membership_score
+from .attacks.scores import THRESHOLD_ATTACKS, logit_matrix, membership_score
 from .attacks.threshold import fit_threshold
 from .devices import predict_logits
 from .metrics import attack_metrics
 from .splits import Samples
+
+# The attacks a candidate's safety test may simulate (config key safecompress.safety_attack).
+SAFETY_ATTACKS = (*THRESHOLD_ATTACKS, "nn")
 
 
 def probe_attack(

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..config import ConfigError, check_config, check_section, load_yaml
+from ..config import ConfigError, check_config, check_section, for_dataset, load_yaml
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -76,8 +76,8 @@ def data_entry(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
 
 def dataset_section(args: argparse.Namespace, dataset: str, name: str) -> Any:
     """A section as the data set sees it: its own `model` / `train` replace the global ones."""
-    entry = data_entry(args, dataset)
-    return entry[name] if name in entry else section(args, name)
+    own = for_dataset(data_entry(args, dataset), name, None)
+    return section(args, name) if own is None else own
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
