@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safecompress import attacks
+from safecompress import attacks, safety
 from safecompress.attacks import learned
 from safecompress.attacks import scores as signal_scores
 from safecompress.attacks import threshold as thresholds_mod
 
-METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
+METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0fpr"]
 
 
 def signal_frame(seed, n_per_set, n_classes, member_margin, nonmember_margin, shadow=None):
@@ -316,7 +316,7 @@ def test_probe_attack_fits_the_best_threshold_on_the_probe():
     labels_members = np.array([0, 1, 0])
     logits_nonmembers = np.array([[1.0, 0.0], [0.0, 0.5], [0.0, 1.0]])
     labels_nonmembers = np.array([0, 1, 0])
-    result = attacks.probe_attack(
+    result = safety.probe_attack(
         "loss", logits_members, labels_members, logits_nonmembers, labels_nonmembers
     )
     assert list(result) == METRIC_KEYS
@@ -329,7 +329,7 @@ def test_probe_attack_without_signal_is_near_chance():
     frame = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
     logits, labels = frame.filter(like="logit_").to_numpy(), frame["label"].to_numpy()
     members = (frame["set"] == "member").to_numpy()
-    result = attacks.probe_attack(
+    result = safety.probe_attack(
         "confidence", logits[members], labels[members], logits[~members], labels[~members]
     )
     assert abs(result["auc"] - 0.5) < 0.06
@@ -339,7 +339,7 @@ def test_probe_attack_without_signal_is_near_chance():
 
 def test_probe_attack_rejects_an_unknown_attack():
     with pytest.raises(ValueError, match="unknown metric 'telepathy'"):
-        attacks.probe_attack("telepathy", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])
+        safety.probe_attack("telepathy", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])
 
 
 def test_nn_safety_test_is_cross_fitted_and_sees_a_real_gap():
@@ -347,7 +347,7 @@ def test_nn_safety_test_is_cross_fitted_and_sees_a_real_gap():
     labels = rng.integers(0, 4, 200)
     confident = np.eye(4)[labels] * 8 + rng.normal(0, 1, (200, 4))
     unsure = np.eye(4)[labels] * 1 + rng.normal(0, 1, (200, 4))
-    leaky = attacks.probe_attack("nn", confident[:100], labels[:100], unsure[100:], labels[100:])
-    same = attacks.probe_attack("nn", unsure[:100], labels[:100], unsure[100:], labels[100:])
+    leaky = safety.probe_attack("nn", confident[:100], labels[:100], unsure[100:], labels[100:])
+    same = safety.probe_attack("nn", unsure[:100], labels[:100], unsure[100:], labels[100:])
     assert leaky["auc"] > 0.9
     assert abs(same["auc"] - 0.5) < 0.15  # out-of-fold scores: no memorised advantage

@@ -93,20 +93,51 @@ def test_roc_auc_accepts_integer_membership():
 
 @pytest.mark.parametrize(
     ("max_fpr", "expected"),
-    [(0.0, 0.5), (0.49, 0.5), (0.5, 1.0), (1.0, 1.0)],
+    [(0.0, np.nan), (0.49, np.nan), (0.5, 1.0), (1.0, 1.0)],
 )
 def test_tpr_at_fpr_hand_case(max_fpr, expected):
-    assert metrics.tpr_at_fpr(HAND_MEMBERS, HAND_SCORES, max_fpr) == expected
+    # Two non-members resolve FPR 0.5 and 1 only; below 1/2 there is no such FPR to measure.
+    np.testing.assert_equal(metrics.tpr_at_fpr(HAND_MEMBERS, HAND_SCORES, max_fpr), expected)
 
 
-def test_tpr_at_fpr_is_zero_when_a_non_member_ranks_first():
+def unresolved_problem(n_nonmembers):
+    """Members all above the non-members: TPR is 1 wherever an FPR is measurable."""
+    is_member = np.r_[np.ones(10, bool), np.zeros(n_nonmembers, bool)]
+    return is_member, np.r_[np.arange(10) + 1000.0, np.arange(n_nonmembers, dtype=float)]
+
+
+@pytest.mark.parametrize(
+    ("n_nonmembers", "max_fpr", "resolved"),
+    [(100, 0.01, True), (99, 0.01, False), (1000, 0.001, True), (999, 0.001, False)],
+)
+def test_tpr_at_fpr_is_nan_below_one_false_positive(n_nonmembers, max_fpr, resolved):
+    is_member, scores = unresolved_problem(n_nonmembers)
+    result = metrics.tpr_at_fpr(is_member, scores, max_fpr)
+    assert result == 1.0 if resolved else np.isnan(result)
+    # FPR 0 is always measurable, under its own name.
+    assert metrics.tpr_at_zero_fpr(is_member, scores) == 1.0
+
+
+def test_tpr_at_zero_fpr_hand_case():
+    # Only the 0.9 member ranks above every non-member.
+    assert metrics.tpr_at_zero_fpr(HAND_MEMBERS, HAND_SCORES) == 0.5
+
+
+def test_tpr_at_zero_fpr_is_zero_when_a_non_member_ranks_first():
     is_member = np.array([False, True, True, False])
-    assert metrics.tpr_at_fpr(is_member, np.array([0.9, 0.8, 0.7, 0.1]), 0.01) == 0.0
+    assert metrics.tpr_at_zero_fpr(is_member, np.array([0.9, 0.8, 0.7, 0.1])) == 0.0
 
 
-def test_tpr_at_fpr_counts_a_tie_with_a_non_member_as_a_false_positive():
+def test_tpr_counts_a_tie_with_a_non_member_as_a_false_positive():
     is_member = np.array([True, False, True, False])
-    assert metrics.tpr_at_fpr(is_member, np.array([1.0, 1.0, 0.5, 0.0]), 0.49) == 0.0
+    assert metrics.tpr_at_zero_fpr(is_member, np.array([1.0, 1.0, 0.5, 0.0])) == 0.0
+    # 100 non-members allow one false positive at 1% FPR: a member tied with one non-member
+    # is flagged, a member tied with two is not.
+    members, nonmembers = np.array([5.0, -1.0]), np.r_[5.0, np.zeros(99)]
+    is_member = np.r_[np.ones(2, bool), np.zeros(100, bool)]
+    assert metrics.tpr_at_fpr(is_member, np.r_[members, nonmembers], 0.01) == 0.5
+    nonmembers[1] = 5.0
+    assert metrics.tpr_at_fpr(is_member, np.r_[members, nonmembers], 0.01) == 0.0
 
 
 def test_tpr_at_fpr_rejects_out_of_range_fpr():
@@ -126,21 +157,52 @@ def test_balanced_accuracy_hand_cases():
     assert metrics.balanced_accuracy(is_member, ~is_member) == 0.0
 
 
+def test_balanced_accuracy_matches_sklearn():
+    is_member, scores = random_problem_with_ties(seed=1)
+    predicted = scores >= 6
+    assert metrics.balanced_accuracy(is_member, predicted) == pytest.approx(
+        sklearn.metrics.balanced_accuracy_score(is_member, predicted), abs=1e-15
+    )
+
+
+def test_balanced_accuracy_rejects_non_boolean_predictions():
+    with pytest.raises(ValueError, match="predicted_member must be boolean"):
+        metrics.balanced_accuracy(HAND_MEMBERS, HAND_SCORES)
+
+
 def test_attack_metrics_hand_case():
     predicted = HAND_SCORES >= 0.85  # flags only the 0.9 member: TPR 1/2, TNR 1
     result = metrics.attack_metrics(HAND_MEMBERS, HAND_SCORES, predicted)
-    assert list(result) == [
-        "attack_acc",
-        "advantage",
-        "auc",
-        "tpr_at_1pct_fpr",
-        "tpr_at_0.1pct_fpr",
-    ]
+    assert (
+        tuple(result)
+        == metrics.ATTACK_METRICS
+        == (
+            "attack_acc",
+            "advantage",
+            "auc",
+            "tpr_at_1pct_fpr",
+            "tpr_at_0.1pct_fpr",
+            "tpr_at_0fpr",
+        )
+    )
     assert result["attack_acc"] == pytest.approx(0.75)
     assert result["advantage"] == pytest.approx(0.5)
     assert result["auc"] == pytest.approx(0.75)
-    assert result["tpr_at_1pct_fpr"] == 0.5
-    assert result["tpr_at_0.1pct_fpr"] == 0.5
+    # Two non-members cannot resolve 1% or 0.1% FPR.
+    assert np.isnan(result["tpr_at_1pct_fpr"])
+    assert np.isnan(result["tpr_at_0.1pct_fpr"])
+    assert result["tpr_at_0fpr"] == 0.5
+
+
+def test_attack_metrics_agree_with_the_single_metrics():
+    is_member, scores = random_problem_with_ties(seed=2, n=3000)
+    predicted = scores >= 6
+    result = metrics.attack_metrics(is_member, scores, predicted)
+    assert result["auc"] == metrics.roc_auc(is_member, scores)
+    assert result["tpr_at_1pct_fpr"] == metrics.tpr_at_fpr(is_member, scores, 0.01)
+    assert result["tpr_at_0.1pct_fpr"] == metrics.tpr_at_fpr(is_member, scores, 0.001)
+    assert result["tpr_at_0fpr"] == metrics.tpr_at_zero_fpr(is_member, scores)
+    assert not np.isnan(result["tpr_at_0.1pct_fpr"])  # about 1800 non-members resolve 0.1%
 
 
 @pytest.mark.parametrize(
@@ -149,7 +211,8 @@ def test_attack_metrics_hand_case():
         lambda m, s: metrics.roc_curve(m, s),
         metrics.roc_auc,
         lambda m, s: metrics.tpr_at_fpr(m, s, 0.01),
-        metrics.balanced_accuracy,
+        metrics.tpr_at_zero_fpr,
+        lambda m, s: metrics.balanced_accuracy(m, s > 0.5),
     ],
 )
 def test_errors(metric):
@@ -166,3 +229,8 @@ def test_errors(metric):
 def test_nan_scores_are_rejected():
     with pytest.raises(ValueError, match="NaN"):
         metrics.roc_auc(HAND_MEMBERS, np.array([0.9, np.nan, 0.7, 0.1]))
+
+
+def test_infinite_scores_are_rejected():
+    with pytest.raises(ValueError, match="finite"):
+        metrics.roc_curve(HAND_MEMBERS, np.array([np.inf, 0.8, 0.7, 0.1]))

@@ -1,16 +1,34 @@
 """Membership-inference attack metrics: ROC, AUC, TPR at low FPR, balanced accuracy.
 
 Convention: `is_member` marks the positives, and a higher score means "more likely a member".
-Pure numpy, so the numbers do not depend on which ML library produced the scores.
+The curves and areas come from scikit-learn, so they are the ones every reader can recompute;
+this module adds the validation and the low-FPR conventions of the MIA literature (Carlini et
+al. 2022): a TPR is reported only at an FPR that the number of non-members can resolve.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import sklearn.metrics
+
+ATTACK_METRICS = (
+    "attack_acc",
+    "advantage",
+    "auc",
+    "tpr_at_1pct_fpr",
+    "tpr_at_0.1pct_fpr",
+    "tpr_at_0fpr",
+)
+# The FPR bound of each low-FPR metric that `tpr_at_fpr` reports.
+TPR_AT_FPR = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 
 
-def _binary_problem(is_member: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a members-vs-non-members problem; return (is_member as bool, values)."""
+def binary_problem(is_member: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a members-vs-non-members problem; return (is_member as bool, values).
+
+    Every metric here needs both classes, so a problem without one fails loudly instead of
+    returning an undefined rate.
+    """
     is_member, values = np.asarray(is_member), np.asarray(values)
     if is_member.ndim != 1 or values.ndim != 1:
         raise ValueError(
@@ -30,68 +48,99 @@ def _binary_problem(is_member: np.ndarray, values: np.ndarray) -> tuple[np.ndarr
     return is_member, values
 
 
+def membership_scores(is_member: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`binary_problem` for continuous scores, which must also be finite floats.
+
+    A NaN has no rank, and scikit-learn's ranking metrics refuse infinities.
+    """
+    is_member, scores = binary_problem(is_member, scores)
+    scores = scores.astype(np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain +-inf; ranking metrics need finite scores")
+    return is_member, scores
+
+
 def roc_curve(
     is_member: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC of the rule `score >= threshold`: one point per distinct score, from (0, 0) to (1, 1).
 
     thresholds[0] is +inf (nobody flagged); thresholds[k] for k >= 1 is the k-th largest
-    distinct score, and tied scores enter the curve together.
+    distinct score, and tied scores enter the curve together. Every point is kept
+    (drop_intermediate=False) so that TPR at a given FPR is read off exactly.
     """
-    is_member, scores = _binary_problem(is_member, scores)
-    scores = scores.astype(np.float64)
-    if np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_members = scores[order], is_member[order]
-    last_of_each_tie = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
-    true_positives = np.cumsum(sorted_members)[last_of_each_tie]
-    false_positives = last_of_each_tie + 1 - true_positives
-    tpr = np.r_[0.0, true_positives / is_member.sum()]
-    fpr = np.r_[0.0, false_positives / (~is_member).sum()]
-    thresholds = np.r_[np.inf, sorted_scores[last_of_each_tie]]
-    return fpr, tpr, thresholds
+    is_member, scores = membership_scores(is_member, scores)
+    return sklearn.metrics.roc_curve(is_member, scores, drop_intermediate=False)
 
 
 def roc_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC: P(member score > non-member score) + 0.5 * P(tie) (Mann-Whitney).
+    """Area under the ROC: P(member score > non-member score) + 0.5 * P(tie) (Mann-Whitney)."""
+    is_member, scores = membership_scores(is_member, scores)
+    return float(sklearn.metrics.roc_auc_score(is_member, scores))
 
-    The trapezoid rule over the tie-aware ROC gives exactly this probability.
+
+def fpr_is_resolved(n_nonmembers: int, max_fpr: float) -> bool:
+    """Whether `n_nonmembers` can measure an FPR of `max_fpr`: it must allow one false positive.
+
+    Below 1 / n_nonmembers the only admissible ROC point is FPR = 0, a stricter and different
+    quantity (`tpr_at_zero_fpr`) that must not be reported under the looser name.
     """
-    fpr, tpr, _ = roc_curve(is_member, scores)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    return max_fpr >= 1 / n_nonmembers
+
+
+def _check_fpr(max_fpr: float) -> None:
+    if not 0.0 <= max_fpr <= 1.0:
+        raise ValueError(f"max_fpr must lie in [0, 1], got {max_fpr}")
+
+
+def _tpr_on_roc(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float, n_nonmembers: int) -> float:
+    if not fpr_is_resolved(n_nonmembers, max_fpr):
+        return float("nan")
+    return float(tpr[fpr <= max_fpr].max())
 
 
 def tpr_at_fpr(is_member: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
-    """Largest TPR among ROC points with FPR <= max_fpr: the attack's low-false-alarm power."""
-    if not 0.0 <= max_fpr <= 1.0:
-        raise ValueError(f"max_fpr must lie in [0, 1], got {max_fpr}")
+    """Largest TPR among ROC points with FPR <= max_fpr: the attack's low-false-alarm power.
+
+    NaN when max_fpr < 1 / (number of non-members): that FPR cannot be resolved.
+    """
+    _check_fpr(max_fpr)
     fpr, tpr, _ = roc_curve(is_member, scores)
-    return float(tpr[fpr <= max_fpr].max())
+    return _tpr_on_roc(fpr, tpr, max_fpr, np.count_nonzero(~np.asarray(is_member, dtype=bool)))
+
+
+def tpr_at_zero_fpr(is_member: np.ndarray, scores: np.ndarray) -> float:
+    """Fraction of members scored strictly above every non-member: TPR with no false positive."""
+    fpr, tpr, _ = roc_curve(is_member, scores)
+    return float(tpr[fpr == 0].max())
 
 
 def balanced_accuracy(is_member: np.ndarray, predicted_member: np.ndarray) -> float:
     """(TPR + TNR) / 2 of hard member predictions; 0.5 is chance whatever the class balance."""
-    is_member, predicted_member = _binary_problem(is_member, predicted_member)
-    predicted_member = predicted_member.astype(bool)
-    tpr = predicted_member[is_member].mean()
-    tnr = (~predicted_member[~is_member]).mean()
-    return float((tpr + tnr) / 2)
-
-
-ATTACK_METRICS = ("attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+    is_member, predicted_member = binary_problem(is_member, predicted_member)
+    if not np.isin(predicted_member, (0, 1)).all():
+        raise ValueError("predicted_member must be boolean (True = predicted member)")
+    return float(sklearn.metrics.balanced_accuracy_score(is_member, predicted_member.astype(bool)))
 
 
 def attack_metrics(
     is_member: np.ndarray, scores: np.ndarray, predicted_member: np.ndarray
 ) -> dict[str, float]:
-    """The reported numbers of one attack: thresholded accuracy and advantage, plus
-    threshold-free AUC and TPR at 1% and 0.1% FPR of the continuous scores."""
+    """The reported numbers of one attack (`ATTACK_METRICS`, in order): thresholded accuracy
+    and advantage, plus the threshold-free AUC and TPR at 1%, 0.1% and 0 FPR of the scores."""
     attack_acc = balanced_accuracy(is_member, predicted_member)
+    is_member, scores = membership_scores(is_member, scores)
+    fpr, tpr, _ = roc_curve(is_member, scores)
+    n_nonmembers = np.count_nonzero(~is_member)
     return {
         "attack_acc": attack_acc,
         "advantage": 2 * attack_acc - 1,
         "auc": roc_auc(is_member, scores),
-        "tpr_at_1pct_fpr": tpr_at_fpr(is_member, scores, 0.01),
-        "tpr_at_0.1pct_fpr": tpr_at_fpr(is_member, scores, 0.001),
+        **{
+            name: _tpr_on_roc(fpr, tpr, max_fpr, n_nonmembers)
+            for name, max_fpr in TPR_AT_FPR.items()
+        },
+        "tpr_at_0fpr": float(tpr[fpr == 0].max()),
     }
