@@ -8,8 +8,9 @@ from safecompress import attacks, safety
 from safecompress.attacks import learned
 from safecompress.attacks import scores as signal_scores
 from safecompress.attacks import threshold as thresholds_mod
+from safecompress.metrics import ATTACK_METRICS
 
-METRIC_KEYS = ["attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0fpr"]
+METRIC_KEYS = list(ATTACK_METRICS)
 
 
 def signal_frame(seed, n_per_set, n_classes, member_margin, nonmember_margin, shadow=None):
