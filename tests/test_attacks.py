@@ -8,7 +8,7 @@ from safecompress import attacks, safety
 from safecompress.attacks import learned
 from safecompress.attacks import scores as signal_scores
 from safecompress.attacks import threshold as thresholds_mod
-from safecompress.metrics import ATTACK_METRICS
+from safecompress.metrics import ATTACK_METRICS, attack_metrics
 
 METRIC_KEYS = list(ATTACK_METRICS)
 
@@ -207,9 +207,49 @@ def test_nn_attack_learns_membership_from_shadow_features():
 # --- run_attacks --------------------------------------------------------------------------
 
 
+def reference_logits(target, margin, k, seed):
+    """(k, n, C) logits of k OUT reference models on the target's samples: each sample's
+    true-class logit raised by the non-member `margin`."""
+    labels = target["label"].to_numpy()
+    n, n_classes = len(labels), target.filter(like="logit_").shape[1]
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(k, n, n_classes))
+    logits[:, np.arange(n), labels] += margin
+    return logits
+
+
+def run(target, shadow, names, seed=0, reference_margin=1.0):
+    """run_attacks on signal tables, as the attack step calls it: (metrics, scores) tables.
+    References are OUT models; the population is the shadow models' non-members; features
+    (white-box) are noise, so the white-box attack reads the logits and loss only."""
+    rng = np.random.default_rng(seed + 11)
+    target_signals = attacks.read_signals(target, "target", rng.normal(size=(len(target), 8)))
+    shadow_signals = attacks.read_signals(shadow, "shadow", rng.normal(size=(len(shadow), 8)))
+    out = ~shadow_signals.is_member
+    probability = signal_scores.confidence(
+        signal_scores.softmax(shadow_signals.logits[out]), shadow_signals.labels[out]
+    )
+    inputs = attacks.AttackInputs(
+        target=target_signals,
+        shadow=shadow_signals,
+        references=reference_logits(target, reference_margin, 2, seed + 7),
+        population=attacks.Population(
+            shadow_signals.logits[out], shadow_signals.labels[out], probability
+        ),
+    )
+    results = attacks.run_attacks(inputs, names, seed)
+    scores = target[["index", "set", "label"]].reset_index(drop=True)
+    rows = []
+    for name, (score, predicted) in results.items():
+        scores[f"score_{name}"] = score
+        scores[f"pred_{name}"] = predicted.astype(int)
+        rows.append({"attack": name, **attack_metrics(inputs.target.is_member, score, predicted)})
+    return pd.DataFrame(rows), scores
+
+
 def test_run_attacks_detects_members_with_lower_loss():
     target, shadow = leaky_signals(seed=0)
-    metrics, scores = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
+    metrics, scores = run(target, shadow, list(attacks.ATTACKS), seed=0)
 
     assert list(metrics.columns) == ["attack", *METRIC_KEYS]
     assert list(metrics["attack"]) == list(attacks.ATTACKS)
@@ -231,14 +271,14 @@ def test_run_attacks_detects_members_with_lower_loss():
 def test_run_attacks_without_membership_signal_is_near_chance():
     target = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
     shadow = signal_frame(1, 1000, 4, 2.0, 2.0, shadow=0)
-    metrics, _ = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
+    metrics, _ = run(target, shadow, list(attacks.ATTACKS), seed=0)
     assert np.abs(metrics["auc"] - 0.5).max() < 0.06
     assert np.abs(metrics["attack_acc"] - 0.5).max() < 0.06
 
 
 def test_run_attacks_metric_scores_match_membership_score():
     target, shadow = leaky_signals(seed=2)
-    _, scores = attacks.run_attacks(target, shadow, ["modified_entropy"], seed=0)
+    _, scores = run(target, shadow, ["modified_entropy"], seed=0)
     logits = target.filter(like="logit_").to_numpy()
     expected = signal_scores.membership_score(
         "modified_entropy", logits, target["label"].to_numpy()
@@ -249,8 +289,8 @@ def test_run_attacks_metric_scores_match_membership_score():
 def test_run_attacks_never_reads_the_target_membership():
     target, shadow = leaky_signals(seed=0)
     shuffled = target.assign(set=np.random.default_rng(0).permutation(target["set"].to_numpy()))
-    _, scores = attacks.run_attacks(target, shadow, attacks.ATTACKS, seed=0)
-    _, shuffled_scores = attacks.run_attacks(shuffled, shadow, attacks.ATTACKS, seed=0)
+    _, scores = run(target, shadow, list(attacks.ATTACKS), seed=0)
+    _, shuffled_scores = run(shuffled, shadow, list(attacks.ATTACKS), seed=0)
     columns = scores.columns.drop("set")
     pd.testing.assert_frame_equal(scores[columns], shuffled_scores[columns])
 
@@ -260,7 +300,7 @@ def test_run_attacks_calibrates_on_the_shadow_models():
     # on the target, although its scores still rank members first (AUC).
     target, _ = leaky_signals(seed=0)
     reversed_shadow = signal_frame(1, 400, 4, member_margin=1.0, nonmember_margin=4.0, shadow=0)
-    metrics, _ = attacks.run_attacks(target, reversed_shadow, ["nn", "loss"], seed=0)
+    metrics, _ = run(target, reversed_shadow, ["nn", "loss"], seed=0)
     by_attack = metrics.set_index("attack")
     assert by_attack.loc["loss", "auc"] > 0.8
     assert (by_attack["attack_acc"] <= 0.5).all()
@@ -269,8 +309,8 @@ def test_run_attacks_calibrates_on_the_shadow_models():
 def test_run_attacks_reads_logit_columns_by_class_number():
     target, shadow = leaky_signals(seed=0, n_classes=12, n_per_set=200)
     reordered = target[list(reversed(target.columns))]  # logit_11 ... logit_10, logit_1, logit_0
-    expected, _ = attacks.run_attacks(target, shadow, ["entropy", "modified_entropy"], seed=0)
-    result, _ = attacks.run_attacks(reordered, shadow, ["entropy", "modified_entropy"], seed=0)
+    expected, _ = run(target, shadow, ["entropy", "modified_entropy"], seed=0)
+    result, _ = run(reordered, shadow, ["entropy", "modified_entropy"], seed=0)
     pd.testing.assert_frame_equal(result, expected)
 
 
@@ -285,28 +325,28 @@ def test_run_attacks_reads_logit_columns_by_class_number():
 def test_run_attacks_rejects_bad_attack_lists(attack_names, message):
     target, shadow = leaky_signals(seed=0, n_per_set=20)
     with pytest.raises(ValueError, match=message):
-        attacks.run_attacks(target, shadow, attack_names, seed=0)
+        run(target, shadow, attack_names, seed=0)
 
 
 def test_run_attacks_rejects_malformed_signals():
     target, shadow = leaky_signals(seed=0, n_per_set=20)
     with pytest.raises(ValueError, match=r"target signals lack column\(s\) \['label'\]"):
-        attacks.run_attacks(target.drop(columns="label"), shadow, ["loss"], seed=0)
+        run(target.drop(columns="label"), shadow, ["loss"], seed=0)
     with pytest.raises(ValueError, match=r"shadow signals lack column\(s\) \['logit_1'\]"):
-        attacks.run_attacks(target, shadow.drop(columns="logit_1"), ["loss"], seed=0)
+        run(target, shadow.drop(columns="logit_1"), ["loss"], seed=0)
     with pytest.raises(ValueError, match="target signals have no logit_<class> columns"):
-        attacks.run_attacks(target.filter(regex="^[^l]|label"), shadow, ["loss"], seed=0)
+        run(target.filter(regex="^[^l]|label"), shadow, ["loss"], seed=0)
     with pytest.raises(ValueError, match=r"column set has \['train'\]"):
-        attacks.run_attacks(target.replace({"set": {"member": "train"}}), shadow, ["loss"], seed=0)
+        run(target.replace({"set": {"member": "train"}}), shadow, ["loss"], seed=0)
     with pytest.raises(ValueError, match="need both 'member' and 'non-member' rows"):
-        attacks.run_attacks(target, shadow[shadow["set"] == "member"], ["loss"], seed=0)
+        run(target, shadow[shadow["set"] == "member"], ["loss"], seed=0)
 
 
 def test_run_attacks_rejects_mismatched_logit_columns():
     target, _ = leaky_signals(seed=0, n_classes=3, n_per_set=20)
     _, shadow = leaky_signals(seed=0, n_classes=4, n_per_set=20)
     with pytest.raises(ValueError, match="target has 3 logit columns but shadow has 4"):
-        attacks.run_attacks(target, shadow, ["loss"], seed=0)
+        run(target, shadow, ["loss"], seed=0)
 
 
 # --- Safety-test probe --------------------------------------------------------------------

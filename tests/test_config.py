@@ -27,6 +27,8 @@ def test_default_config_is_valid():
         ("methods", ["prune_everything"], "methods.0"),
         ("model.arch", "transformer9000", "model.arch"),
         ("evaluation.attacks", ["telepathy"], "evaluation.attacks.0"),
+        ("evaluation.bootstrap", 10, "evaluation.bootstrap"),
+        ("shadow.n_models", 1, "lira needs at least 2"),
         ("safecompress.lambda", -0.5, "safecompress.lambda"),
         ("safecompress.strategies", [], "safecompress.strategies"),
         ("safecompress.strategies", [{"scale": 1.0, "growth": "magic"}], "growth"),
@@ -96,8 +98,7 @@ def test_every_schema_enum_is_a_python_constant():
         "/properties/train/properties/augment": batches.AUGMENTATIONS,
         "/properties/sparse/properties/distribution": sparse.DISTRIBUTIONS,
         "/properties/safecompress/properties/safety_attack": safety.SAFETY_ATTACKS,
-        "/properties/evaluation/properties/attacks/items": attacks.ATTACKS,
-        "/properties/evaluation/properties/tradeoff_attack": attacks.ATTACKS,
+        "/$defs/attack": tuple(attacks.ATTACKS),
     }
     found = dict(schema_enums(schema()))
     assert found.keys() == expected.keys()

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from helpers import REPO, TINY, snakemake_command, workflow_env
 from safecompress.splits import check_split
 
-ATTACKS = ["nn", "loss", "confidence", "entropy", "modified_entropy"]
+ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
 
 pytestmark = pytest.mark.workflow
 
@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 
 def test_every_output_exists(run):
     results = run / "results"
-    for name in ("summary.csv", "paper_table.csv", "paper_table.md", "ablation.csv"):
+    for name in ("summary.csv", "paper_table.csv", "paper_table.md", "paired.csv", "ablation.csv"):
         assert (results / "tables" / name).stat().st_size > 0
     figures = [
         "accuracy_vs_density",
@@ -71,6 +71,29 @@ def test_summary_has_one_row_per_model_and_attack(run):
     assert set(required) <= set(summary.columns)
     assert summary[["task_acc", "attack_acc", "auc"]].apply(lambda c: c.between(0, 1)).all().all()
     assert summary["task_acc"].min() > 0.3  # 10 classes: chance is 0.1; every model learnt
+    for metric in ("task_acc", "auc", "tpr_at_1pct_fpr"):
+        inside = summary[f"{metric}_ci_low"] <= summary[metric] + 1e-12
+        assert (inside & (summary[metric] <= summary[f"{metric}_ci_high"] + 1e-12)).all()
+    # 1 / 359 non-members cannot resolve a 0.1 % FPR: left empty, never TPR at zero FPR
+    assert summary["tpr_at_0.1pct_fpr"].isna().all() and summary["tpr_at_0fpr"].notna().all()
+    strongest = summary[summary["strongest"]].groupby(["method", "density"])["auc"]
+    assert (strongest.max() == summary.groupby(["method", "density"])["auc"].max()).all()
+
+
+def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
+    paired = pd.read_csv(run / "results/tables/paired.csv")
+    assert set(paired["method"]) == {"magnitude", "safecompress"}
+    assert set(paired["baseline"]) == {"dst"}
+    per_seed = paired[paired["scope"] == "seed"]
+    assert set(per_seed["attack"]) == {"task", *ATTACKS}
+    summary = pd.read_csv(run / "results/tables/summary.csv").set_index(
+        ["method", "density", "attack"]
+    )
+    for row in per_seed[per_seed["metric"] == "auc"].itertuples():
+        own = summary.loc[(row.method, row.density, row.attack), "auc"]
+        dst = summary.loc[("dst", row.density, row.attack), "auc"]
+        assert row.difference == pytest.approx(own - dst, abs=1e-12)
+        assert row.ci_low <= row.difference <= row.ci_high
 
 
 def test_measured_density_matches_the_requested_one(run):
@@ -90,6 +113,8 @@ def test_numbers_recompute_from_the_saved_per_sample_files(run):
         nonmembers = set(split.loc[split["set"] == "target_out", "index"])
         assert set(signals.loc[signals["set"] == "member", "index"]) == members
         assert set(signals.loc[signals["set"] == "non-member", "index"]) == nonmembers
+        known = set(split.loc[split["set"] == "known_members", "index"])
+        assert not known & set(signals["index"])  # the safety test's samples are never judged
         held_out = signals[signals["set"] == "non-member"]
         logits = held_out.filter(like="logit_").to_numpy()
         assert (logits.argmax(1) == held_out["label"]).mean() == pytest.approx(row["task_acc"])

@@ -1,11 +1,12 @@
 rule attack:
-    """Every evaluation attack on one target model, calibrated on the shadow models only."""
+    """Every evaluation attack on one target model; the attacker knows only its own pool and
+    the shadow models trained on it."""
     input:
         split=results("{dataset}/split.csv"),
         model=results(
             "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
         ),
-        shadow=shadow_signals,
+        shadow=shadow_files,
     output:
         table=results("{dataset}/{method}/density{density}/seed{seed}/attacks.csv"),
         signals=results("{dataset}/{method}/density{density}/seed{seed}/signals.csv"),
@@ -19,17 +20,18 @@ rule attack:
     resources:
         **RESOURCES,
     params:
+        shadows=shadow_dirs,
         data=lambda w: dataset_json(w.dataset)["data"],
         evaluation=as_json(specs.select(specs.EvaluationSpec, config["evaluation"])),
     shell:
         "python -m safecompress.steps.attack --dataset {wildcards.dataset} --split {input.split}"
-        " --model {input.model} --shadow-signals {input.shadow} --seed {wildcards.seed}"
+        " --model {input.model} --shadows {params.shadows} --seed {wildcards.seed}"
         " --out-dir $(dirname {output.table}) --data {params.data:q}"
         " --evaluation {params.evaluation:q} > {log} 2>&1"
 
 
 rule summarize:
-    """summary.csv (every model x attack) and the paper-style mean ± sd tables."""
+    """summary.csv (every model x attack), the paper-style tables and the paired differences."""
     input:
         attack_tables,
     output:
@@ -44,15 +46,23 @@ rule summarize:
             caption="../report/paper_table.rst",
             category="Tables",
         ),
+        paired=report(
+            results("tables/paired.csv"),
+            caption="../report/paired.rst",
+            category="Tables",
+        ),
     log:
         results("logs/summarize.log"),
     conda:
         ENV
     resources:
         **RESOURCES,
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
     shell:
         "python -m safecompress.steps.summarize --inputs {input} --summary {output.summary}"
-        " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"
+        " --paper-table {output.paper} --markdown {output.markdown} --paired {output.paired}"
+        " --bootstrap {params.bootstrap} > {log} 2>&1"
 
 
 rule summarize_ablation:

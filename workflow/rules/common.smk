@@ -136,10 +136,19 @@ def dense_model_if_pruned(wildcards):
     )
 
 
-def shadow_signals(wildcards):
+def shadow_dirs(wildcards):
     return [
-        results(f"{wildcards.dataset}/shadow/{k}/signals.csv")
+        results(f"{wildcards.dataset}/shadow/{k}")
         for k in range(config["shadow"]["n_models"])
+    ]
+
+
+def shadow_files(wildcards):
+    """What the attacks read of every shadow model."""
+    return [
+        f"{directory}/{name}"
+        for directory in shadow_dirs(wildcards)
+        for name in ("signals.csv", "features.npy", "queries.csv")
     ]
 
 
@@ -157,7 +166,12 @@ def final_outputs():
     return tables + figures + per_dataset
 
 
-TABLES = [("summary", "csv"), ("paper_table", "csv"), ("paper_table", "md")]
+TABLES = [
+    ("summary", "csv"),
+    ("paper_table", "csv"),
+    ("paper_table", "md"),
+    ("paired", "csv"),
+]
 SUMMARY_FIGURES = [
     "accuracy_vs_density",
     "auc_vs_density",

@@ -24,13 +24,16 @@ rule train_dense:
 
 
 rule train_shadow:
-    """Shadow model k: the attacker's imitation of the target, trained on its own data."""
+    """Shadow model k: the attacker's imitation of the target, trained on its own data; also
+    its reference model (signals on its own pool, logits on the queried samples)."""
     input:
         split=results("{dataset}/split.csv"),
     output:
         model=results("{dataset}/shadow/{shadow}/model.safetensors"),
         history=results("{dataset}/shadow/{shadow}/history.csv"),
         signals=results("{dataset}/shadow/{shadow}/signals.csv"),
+        features=results("{dataset}/shadow/{shadow}/features.npy"),
+        queries=results("{dataset}/shadow/{shadow}/queries.csv"),
     log:
         results("logs/train_shadow/{dataset}_{shadow}.log"),
     benchmark:

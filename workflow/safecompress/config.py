@@ -104,6 +104,11 @@ def check_config(config: dict[str, Any]) -> None:
             f"config key evaluation.roc_density: {evaluation['roc_density']} is not one of "
             f"densities {config['densities']}; pick one of them"
         )
+    if "lira" in evaluation["attacks"] and config["shadow"]["n_models"] < 2:
+        raise ConfigError(
+            "config key shadow.n_models: lira needs at least 2 reference (shadow) models; "
+            "raise it or remove lira from evaluation.attacks"
+        )
     if evaluation["tradeoff_attack"] not in evaluation["attacks"]:
         raise ConfigError(
             f"config key evaluation.tradeoff_attack: {evaluation['tradeoff_attack']!r} is not "

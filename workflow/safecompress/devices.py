@@ -20,22 +20,27 @@ def to_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Float32 logits. On a GPU: bf16 autocast, and images in channels-last layout to match
-    the weights (see `to_device`), the fast paths of tensor cores. On the CPU: plain float32,
-    so CPU runs stay bit-for-bit reproducible."""
+def forward(model: nn.Module, x: torch.Tensor, autocast: bool = True) -> torch.Tensor:
+    """Float32 logits. On a GPU: bf16 autocast (unless `autocast` is off), and images in
+    channels-last layout to match the weights (see `to_device`), the fast paths of tensor
+    cores. On the CPU: plain float32, so CPU runs stay bit-for-bit reproducible."""
     if x.device.type != "cuda":
         return model(x)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         return model(x).float()
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, autocast: bool = True
+) -> torch.Tensor:
     """Logits of `model` on `x` in evaluation mode, computed on the model's device in chunks
-    and returned in host memory, where the metrics and attacks read them."""
+    and returned in host memory, where the metrics and attacks read them. `autocast=False`
+    keeps a GPU in float32 too: the saved signals of the evaluation."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([forward(model, chunk.to(device)).cpu() for chunk in x.split(batch_size)])
+    return torch.cat(
+        [forward(model, chunk.to(device), autocast).cpu() for chunk in x.split(batch_size)]
+    )

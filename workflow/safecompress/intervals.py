@@ -26,6 +26,7 @@ import scipy.stats
 from .metrics import (
     ATTACK_METRICS,
     TPR_AT_FPR,
+    attack_metrics,
     balanced_accuracy,
     binary_problem,
     fpr_is_resolved,
@@ -341,3 +342,32 @@ def seed_t_interval(
         confidence, df=len(values) - 1, loc=mean, scale=scipy.stats.sem(values)
     )
     return mean, float(low), float(high)
+
+
+def attack_report(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    predicted: np.ndarray,
+    n_resamples: int,
+    seed: int | np.random.Generator,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """Every `ATTACK_METRICS` entry of one attack with its bootstrap interval."""
+    return {
+        **attack_metrics(is_member, scores, predicted),
+        **metric_intervals(is_member, scores, predicted, n_resamples, seed, confidence),
+    }
+
+
+def accuracy_interval(correct: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """Task accuracy and its Wilson score interval (the binomial interval that stays inside
+    [0, 1] and keeps its coverage near 0 and 1)."""
+    correct = np.asarray(correct, dtype=bool)
+    ci = scipy.stats.binomtest(int(correct.sum()), len(correct)).proportion_ci(
+        confidence, method="wilson"
+    )
+    return {
+        "task_acc": float(correct.mean()),
+        "task_acc_ci_low": ci.low,
+        "task_acc_ci_high": ci.high,
+    }

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -67,3 +68,26 @@ def config_hash(section: dict[str, Any]) -> str:
     """Short stable hash of a configuration section, recorded with every result."""
     blob = json.dumps(section, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def write_features(matrix: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an (n, d) float32 feature matrix atomically (NumPy's .npy format)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(matrix, dtype=np.float32))
+
+
+def read_features(path: str | os.PathLike, n_rows: int) -> np.ndarray:
+    """Read a feature matrix and check it has one row per signal, naming the file if not."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: no such file; rerun the rule that makes it") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{path}: not a readable .npy matrix ({err}); delete it and rerun"
+        ) from err
+    if matrix.ndim != 2 or len(matrix) != n_rows:
+        raise ValueError(
+            f"{path}: shape {matrix.shape}, expected {n_rows} rows of features; delete it and rerun"
+        )
+    return matrix

@@ -1,6 +1,13 @@
-"""Per-sample signals of a model — computed once, saved, and the only input of the attacks."""
+"""Per-sample signals of a model: computed once, saved, and the only input of the attacks.
+
+Float32 on every device (no bf16 autocast on a GPU), so a signal does not depend on where
+the model ran: a bf16 logit has 8 bits of mantissa, coarser than the differences the
+low-FPR attacks read.
+"""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,6 +15,7 @@ from torch import nn
 
 from .attacks.scores import cross_entropy
 from .devices import predict_logits
+from .features import penultimate_features
 from .splits import Data
 
 SIGNAL_COLUMNS = ("index", "set", "label", "loss")
@@ -19,7 +27,7 @@ def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> p
     parts = []
     for name, indices in sets.items():
         samples = data.take(indices)
-        logits = predict_logits(model, samples.x).double().numpy()
+        logits = predict_logits(model, samples.x, autocast=False).double().numpy()
         labels = samples.y.cpu().numpy()
         part = pd.DataFrame(
             {
@@ -34,7 +42,13 @@ def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> p
     return pd.concat(parts, ignore_index=True)
 
 
+def feature_matrix(model: nn.Module, data: Data, indices: np.ndarray) -> np.ndarray:
+    """(n, d) float32: the input of the model's output layer for these pool samples."""
+    return penultimate_features(model, data.take(indices).x).numpy()
+
+
 def logits_of(signals: pd.DataFrame) -> np.ndarray:
-    """The logit columns of a signal table as an (n, C) array."""
-    columns = [c for c in signals.columns if c.startswith("logit_")]
+    """The logit columns of a signal table, in class order, as an (n, C) array."""
+    columns = [c for c in signals.columns if re.fullmatch(r"logit_\d+", c)]
+    columns.sort(key=lambda c: int(c.removeprefix("logit_")))
     return signals[columns].to_numpy(dtype=np.float64)

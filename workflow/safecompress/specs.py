@@ -118,6 +118,7 @@ class EvaluationSpec:
     """`evaluation`, as the attack step reads it."""
 
     attacks: tuple[str, ...]
+    bootstrap: int  # resamples of every bootstrap interval
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attacks", tuple(self.attacks))

@@ -1,43 +1,178 @@
 """Membership inference attacks as pure functions of saved per-sample signals.
 
-Each attack turns a sample's logits and true label into a membership score (higher = more
-member-like). Attacks are calibrated on shadow models, whose members the attacker knows
-(Shokri et al. 2017); the target model is only scored. The threshold attacks follow
-Song & Mittal (2021), with one threshold per class; the `nn` attack is the shadow-trained
-classifier on ML-Leaks features (Salem et al. 2019).
+Each attack turns what the attacker can observe into a membership score per target sample
+(higher = more member-like) and a hard prediction. The attacker's knowledge is its own data
+and K shadow models trained on draws of it, like the target (Shokri et al. 2017); the
+target model is only queried. Three families, one registry (`ATTACKS`):
+
+- threshold attacks (Song & Mittal 2021): loss, confidence, entropy, modified entropy, one
+  threshold per class fitted on the shadow models' members and non-members;
+- learned attacks, trained on the shadow models' members and non-members: `nn` (ML-Leaks
+  features, Salem et al. 2019), `nasr` (the SafeCompress reference code's black-box
+  adversary, after Nasr et al. 2018) and `whitebox` (the TSE extension's white-box adversary:
+  also the loss and the output layer's gradient);
+- reference-model attacks, offline (the shadow models never saw the target's samples, so
+  they are OUT references): `lira` (Carlini et al. 2022) and `rmia` (Zarifzadeh et al. 2024).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..metrics import attack_metrics
-from .learned import (
-    NN_DECISION_PROBABILITY,
-    fit_nn_attack,
-    nn_attack_features,
-    nn_member_probability,
-)
-from .scores import THRESHOLD_ATTACKS, class_labels, membership_score
+from . import learned, reference
+from .scores import THRESHOLD_ATTACKS, class_labels, confidence, membership_score, softmax
 from .threshold import fit_class_thresholds, predict_with_thresholds
 
-ATTACKS = ("nn", *THRESHOLD_ATTACKS)
+# A reference-model score above this is a "member" prediction: LiRA's target confidence above
+# the OUT references' mean (log Phi(0)); RMIA's sample dominating half of the population.
+LIRA_DECISION_SCORE = float(np.log(0.5))
+RMIA_DECISION_SCORE = 0.5
 
 
-class Signals(NamedTuple):
-    """The arrays of a signals table that the attacks read."""
+@dataclass(frozen=True)
+class Signals:
+    """Per-sample arrays of one model on a set of samples."""
 
-    logits: np.ndarray
-    labels: np.ndarray
-    is_member: np.ndarray
+    logits: np.ndarray  # (n, C)
+    labels: np.ndarray  # (n,)
+    is_member: np.ndarray  # (n,) bool: a member of this model's training set
+    features: np.ndarray | None = None  # (n, d) input of the output layer (white-box)
 
 
-def _read_signals(frame: pd.DataFrame, name: str) -> Signals:
+@dataclass(frozen=True)
+class Population:
+    """RMIA's population z: samples of the attacker's pool, the target's logits on them, and
+    each one's mean true-class probability under the reference models that did not train on
+    it."""
+
+    target_logits: np.ndarray  # (m, C)
+    labels: np.ndarray  # (m,)
+    reference_probability: np.ndarray  # (m,)
+
+
+@dataclass(frozen=True)
+class AttackInputs:
+    """Everything an attack may read."""
+
+    target: Signals  # the target model on the evaluated samples
+    shadow: Signals  # every shadow model on its own members and non-members, pooled
+    references: np.ndarray  # (K, n, C) each shadow model's logits on the evaluated samples
+    population: Population
+
+
+Result = tuple[np.ndarray, np.ndarray]  # (scores, 0/1 predictions) on the target's samples
+
+
+def _threshold(metric: str) -> Callable[[AttackInputs, int], Result]:
+    def attack(inputs: AttackInputs, seed: int) -> Result:
+        shadow, target = inputs.shadow, inputs.target
+        thresholds = fit_class_thresholds(
+            membership_score(metric, shadow.logits, shadow.labels),
+            shadow.labels,
+            shadow.is_member,
+            n_classes=shadow.logits.shape[1],
+        )
+        scores = membership_score(metric, target.logits, target.labels)
+        return scores, predict_with_thresholds(scores, target.labels, thresholds)
+
+    return attack
+
+
+def _nn(inputs: AttackInputs, seed: int) -> Result:
+    shadow, target = inputs.shadow, inputs.target
+    classifier = learned.fit_nn_attack(
+        learned.nn_attack_features(shadow.logits, shadow.labels), shadow.is_member, seed
+    )
+    scores = learned.nn_member_probability(
+        classifier, learned.nn_attack_features(target.logits, target.labels)
+    )
+    return scores, scores >= learned.NN_DECISION_PROBABILITY
+
+
+def _nasr(inputs: AttackInputs, seed: int) -> Result:
+    shadow, target = inputs.shadow, inputs.target
+    adversary = learned.fit_nasr(shadow.logits, shadow.labels, shadow.is_member, seed)
+    scores = learned.nasr_member_probability(adversary, target.logits, target.labels)
+    return scores, scores >= learned.NN_DECISION_PROBABILITY
+
+
+def _whitebox(inputs: AttackInputs, seed: int) -> Result:
+    shadow, target = inputs.shadow, inputs.target
+    if shadow.features is None or target.features is None:
+        raise ValueError("the whitebox attack needs the features of shadow and target models")
+    adversary = learned.fit_whitebox(
+        shadow.logits, shadow.labels, shadow.features, shadow.is_member, seed
+    )
+    scores = learned.whitebox_member_probability(
+        adversary, target.logits, target.labels, target.features
+    )
+    return scores, scores >= learned.NN_DECISION_PROBABILITY
+
+
+def _lira(inputs: AttackInputs, seed: int) -> Result:
+    target = inputs.target
+    scores = reference.lira_offline(target.logits, target.labels, inputs.references)
+    return scores, scores > LIRA_DECISION_SCORE
+
+
+def _true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return confidence(softmax(logits), labels)
+
+
+def _rmia(inputs: AttackInputs, seed: int) -> Result:
+    target, population = inputs.target, inputs.population
+    # Pr(x) and Pr(z) are means over OUT references; z's come from a different subset of the
+    # shadow models (those that did not train on it), so both enter as their means.
+    references_x = np.mean(
+        [_true_class_probability(logits, target.labels) for logits in inputs.references], axis=0
+    )
+    scores = reference.rmia_offline(
+        _true_class_probability(target.logits, target.labels),
+        references_x[None, :],
+        _true_class_probability(population.target_logits, population.labels),
+        population.reference_probability[None, :],
+    )
+    return scores, scores > RMIA_DECISION_SCORE
+
+
+ATTACKS: dict[str, Callable[[AttackInputs, int], Result]] = {
+    **{metric: _threshold(metric) for metric in THRESHOLD_ATTACKS},
+    "nn": _nn,
+    "nasr": _nasr,
+    "whitebox": _whitebox,
+    "lira": _lira,
+    "rmia": _rmia,
+}
+
+
+def run_attacks(inputs: AttackInputs, attacks: Sequence[str], seed: int) -> dict[str, Result]:
+    """(scores, predictions) of each named attack on the target's samples."""
+    attacks = list(attacks)
+    unknown = [attack for attack in attacks if attack not in ATTACKS]
+    if unknown or not attacks or len(set(attacks)) != len(attacks):
+        raise ValueError(
+            f"attacks must be distinct names from {list(ATTACKS)}; got {attacks} "
+            f"(unknown: {unknown})"
+        )
+    n_classes = inputs.target.logits.shape[1]
+    if inputs.shadow.logits.shape[1] != n_classes:
+        raise ValueError(
+            f"target has {n_classes} logit columns but shadow has "
+            f"{inputs.shadow.logits.shape[1]}; both must come from the same task"
+        )
+    results = {}
+    for attack in attacks:
+        scores, predicted = ATTACKS[attack](inputs, seed)
+        results[attack] = np.asarray(scores, dtype=np.float64), np.asarray(predicted, dtype=bool)
+    return results
+
+
+def read_signals(frame: pd.DataFrame, name: str, features: np.ndarray | None = None) -> Signals:
     """Validate a signals table (`index`, `set`, `label`, `logit_0..C-1`) and extract its arrays."""
     missing = [column for column in ("index", "set", "label") if column not in frame.columns]
     if missing:
@@ -56,63 +191,8 @@ def _read_signals(frame: pd.DataFrame, name: str) -> Signals:
     is_member = (frame["set"] == "member").to_numpy()
     if is_member.all() or not is_member.any():
         raise ValueError(f"{name} signals need both 'member' and 'non-member' rows in column set")
+    if features is not None and len(features) != len(frame):
+        raise ValueError(f"{name} features have {len(features)} rows for {len(frame)} signals")
     logits = frame[[f"logit_{c}" for c in logit_ids]].to_numpy(dtype=np.float64)
     labels = class_labels(frame["label"].to_numpy(), len(frame), len(logit_ids))
-    return Signals(logits, labels, is_member)
-
-
-def _attack_target(
-    attack: str, target: Signals, shadow: Signals, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrate `attack` on the shadow signals; return its (scores, predictions) on the target."""
-    if attack == "nn":
-        classifier = fit_nn_attack(
-            nn_attack_features(shadow.logits, shadow.labels), shadow.is_member, seed
-        )
-        scores = nn_member_probability(classifier, nn_attack_features(target.logits, target.labels))
-        return scores, scores >= NN_DECISION_PROBABILITY
-    thresholds = fit_class_thresholds(
-        membership_score(attack, shadow.logits, shadow.labels),
-        shadow.labels,
-        shadow.is_member,
-        n_classes=shadow.logits.shape[1],
-    )
-    scores = membership_score(attack, target.logits, target.labels)
-    return scores, predict_with_thresholds(scores, target.labels, thresholds)
-
-
-def run_attacks(
-    target: pd.DataFrame, shadow: pd.DataFrame, attacks: Sequence[str], seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run `attacks` on the target's signals, each calibrated on the (pooled) shadow signals.
-
-    Returns (metrics: one row per attack, `attack` plus `attack_metrics`; scores: the target's
-    `index`, `set`, `label` plus `score_<attack>` and 0/1 `pred_<attack>` per attack).
-    """
-    attacks = list(attacks)
-    unknown = [attack for attack in attacks if attack not in ATTACKS]
-    if unknown or not attacks or len(set(attacks)) != len(attacks):
-        raise ValueError(
-            f"attacks must be distinct names from {list(ATTACKS)}; got {attacks} "
-            f"(unknown: {unknown})"
-        )
-    target_signals, shadow_signals = (
-        _read_signals(target, "target"),
-        _read_signals(shadow, "shadow"),
-    )
-    n_classes = target_signals.logits.shape[1]
-    if shadow_signals.logits.shape[1] != n_classes:
-        raise ValueError(
-            f"target has {n_classes} logit columns but shadow has "
-            f"{shadow_signals.logits.shape[1]}; both must come from the same task"
-        )
-    scores = target[["index", "set", "label"]].reset_index(drop=True)
-    rows = []
-    for attack in attacks:
-        score, predicted = _attack_target(attack, target_signals, shadow_signals, seed)
-        scores[f"score_{attack}"] = score
-        scores[f"pred_{attack}"] = predicted.astype(int)
-        rows.append(
-            {"attack": attack, **attack_metrics(target_signals.is_member, score, predicted)}
-        )
-    return pd.DataFrame(rows), scores
+    return Signals(logits, labels, is_member, features)

@@ -205,7 +205,7 @@ def _logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[torch.Te
     labels = class_labels(labels, *logits.shape)
     if not np.isfinite(logits).all():
         raise ValueError("logits contain NaN or infinite values")
-    return torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+    return torch.tensor(logits, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
 
 
 def _feature_matrix(features: np.ndarray, n_samples: int) -> torch.Tensor:

@@ -1,14 +1,17 @@
-"""Step 4: attack one target model with every evaluation attack, calibrated on shadow models.
+"""Step 4: attack one target model with every evaluation attack.
 
     python -m safecompress.steps.attack --dataset digits --split results/digits/split.csv \\
         --model results/digits/dst/density0.1/seed0/model.safetensors \\
-        --shadow-signals results/digits/shadow/0/signals.csv results/digits/shadow/1/signals.csv \\
+        --shadows results/digits/shadow/0 results/digits/shadow/1 \\
         --out-dir results/digits/dst/density0.1/seed0
 
-Members are the target's evaluated members (target_train; never the defender's known
-members), non-members the held-out target_out set. Writes
-signals.csv (per sample: set, label, loss, logits), scores.csv (per sample and attack: score
-and prediction) and attacks.csv (one row per attack: task accuracy and attack metrics).
+The evaluated members are the target's `target_train` set (never the defender's known
+members), the evaluated non-members its `target_out` set. The attacker knows its own pool
+and the shadow models trained on it (each shadow directory: signals.csv, features.npy and
+queries.csv, written by steps.train), and queries the target. Writes signals.csv (per
+evaluated sample: set, label, loss, logits), scores.csv (per sample and attack: score and
+prediction) and attacks.csv (one row per attack: task accuracy and every attack metric with
+its 95 % bootstrap interval).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from torch import nn
 
 from .. import attacks, specs
-from ..devices import pick_device, to_device
-from ..io import read_csv, write_csv
+from ..attacks.scores import confidence, softmax
+from ..devices import pick_device, predict_logits, to_device
+from ..intervals import accuracy_interval, attack_report
+from ..io import read_csv, read_features, write_csv
 from ..models import load_model
-from ..signals import SIGNAL_COLUMNS, logits_of, signal_table
+from ..signals import SIGNAL_COLUMNS, feature_matrix, logits_of, signal_table
 from ..sparse import measured_density
-from ..splits import load_data, set_indices
+from ..splits import Data, load_data, set_indices
 from . import cli
 
 
@@ -34,41 +41,56 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--split", required=True, help="split table written by steps.split")
     p.add_argument("--model", required=True, help="model.safetensors of the target model")
     p.add_argument(
-        "--shadow-signals",
+        "--shadows",
         nargs="+",
         required=True,
-        help="signals.csv of each shadow model (written by steps.train)",
+        type=Path,
+        help="directory of each shadow model (written by steps.train --role shadow)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the attack classifier")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attackers and the bootstrap")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "evaluation")
     args = p.parse_args(argv)
     evaluation = specs.read(specs.EvaluationSpec, "evaluation", cli.section(args, "evaluation"))
     entry = cli.data_entry(args, args.dataset)
 
-    device = pick_device()
     model, meta = load_model(args.model)
-    to_device(model, device)
+    to_device(model, pick_device())
     data = load_data(entry, args.split)
-    signals = signal_table(
-        model,
-        data,
-        {
-            "member": set_indices(data.split, "target_train"),
-            "non-member": set_indices(data.split, "target_out"),
-        },
+    evaluated = {
+        "member": set_indices(data.split, "target_train"),
+        "non-member": set_indices(data.split, "target_out"),
+    }
+    signals = signal_table(model, data, evaluated)
+    needs_features = "whitebox" in evaluation.attacks
+    shadow = [_read_shadow(directory, needs_features) for directory in args.shadows]
+    shadow_signals = pd.concat([frame for frame, _, _ in shadow], ignore_index=True)
+    inputs = attacks.AttackInputs(
+        target=attacks.read_signals(
+            signals,
+            "target",
+            feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
+        ),
+        shadow=attacks.read_signals(
+            shadow_signals,
+            "shadow",
+            np.concatenate([f for _, f, _ in shadow]) if needs_features else None,
+        ),
+        references=np.stack([_aligned(queries, signals) for _, _, queries in shadow]),
+        population=_population(model, data, shadow_signals),
     )
-    shadow = pd.concat(
-        [
-            read_csv(path, required=("shadow", *SIGNAL_COLUMNS), complete=True)
-            for path in args.shadow_signals
-        ],
-        ignore_index=True,
-    )
-    metrics, scores = attacks.run_attacks(signals, shadow, evaluation.attacks, args.seed)
+    results = attacks.run_attacks(inputs, evaluation.attacks, args.seed)
 
-    held_out = signals[signals["set"] == "non-member"]
-    task_acc = float((logits_of(held_out).argmax(1) == held_out["label"].to_numpy()).mean())
+    is_member = inputs.target.is_member
+    held_out = ~is_member
+    correct = logits_of(signals)[held_out].argmax(1) == inputs.target.labels[held_out]
+    scores = signals[["index", "set", "label"]].copy()
+    rows = []
+    for attack, (score, predicted) in results.items():
+        scores[f"score_{attack}"] = score
+        scores[f"pred_{attack}"] = predicted.astype(int)
+        report = attack_report(is_member, score, predicted, evaluation.bootstrap, args.seed)
+        rows.append({"attack": attack, **report})
     signals_path, scores_path = args.out_dir / "signals.csv", args.out_dir / "scores.csv"
     description = pd.DataFrame(
         [
@@ -79,11 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "density": meta["density"],
                 "density_measured": measured_density(model),
                 "seed": meta["seed"],
-                "task_acc": task_acc,
+                **accuracy_interval(correct),
+                "n_members": int(is_member.sum()),
+                "n_nonmembers": int(held_out.sum()),
             }
         ]
     )
-    table = description.merge(metrics, how="cross").assign(
+    table = description.merge(pd.DataFrame(rows), how="cross").assign(
         signals_path=str(signals_path),
         scores_path=str(scores_path),
         config_hash=meta["config_hash"],
@@ -93,7 +117,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_csv(signals, signals_path)
     write_csv(scores, scores_path)
     write_csv(table, args.out_dir / "attacks.csv")
-    print(table[["method", "density", "attack", "task_acc", "attack_acc", "auc"]].to_string())
+    print(table[["method", "density", "attack", "task_acc", "auc", "tpr_at_1pct_fpr"]].to_string())
+
+
+def _read_shadow(
+    directory: Path, features: bool
+) -> tuple[pd.DataFrame, np.ndarray | None, pd.DataFrame]:
+    """A shadow model's signals on its own pool, their features, and its query logits."""
+    signals = read_csv(
+        directory / "signals.csv", required=("shadow", *SIGNAL_COLUMNS), complete=True
+    )
+    matrix = read_features(directory / "features.npy", len(signals)) if features else None
+    queries = read_csv(directory / "queries.csv", required=("index", "label"), complete=True)
+    return signals, matrix, queries
+
+
+def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
+    """A reference model's logits on the evaluated samples, in the target signals' order."""
+    by_index = queries.set_index("index")
+    missing = np.setdiff1d(signals["index"], by_index.index)
+    if len(missing):
+        raise ValueError(f"queries.csv lacks {len(missing)} evaluated samples; rerun the shadows")
+    return logits_of(by_index.loc[signals["index"]])
+
+
+def _population(model: nn.Module, data: Data, shadow: pd.DataFrame) -> attacks.Population:
+    """RMIA's population: every sample of the attacker's pool that some shadow model did not
+    train on, with the mean true-class probability of those shadow models (OUT references)."""
+    out = shadow[shadow["set"] == "non-member"]
+    labels = out["label"].to_numpy()
+    probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])
+    reference = probability.groupby(level=0).mean()
+    indices = reference.index.to_numpy()
+    samples = data.take(indices)
+    logits = predict_logits(model, samples.x, autocast=False).double().numpy()
+    return attacks.Population(logits, samples.y.numpy(), reference.to_numpy())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Step 5: gather every model's attack results into the summary and paper-style tables.
+"""Step 5: gather every model's attack results into the summary, paper-style and paired tables.
 
     python -m safecompress.steps.summarize --inputs results/*/*/density*/seed*/attacks.csv \\
         --summary results/tables/summary.csv --paper-table results/tables/paper_table.csv \\
-        --markdown results/tables/paper_table.md
+        --markdown results/tables/paper_table.md --paired results/tables/paired.csv
 
-summary.csv:      one row per dataset x method x variant x density x seed x attack (tidy);
-                  the variant is "default" except for ablations (ablation.csv).
-paper_table.csv:  mean and sd over seeds per dataset x method x density x attack x metric.
-paper_table.md:   the same as Markdown, one table per data set, "mean ± sd" cells.
+summary.csv:      one row per dataset x method x variant x density x seed x attack (tidy), every
+                  metric with its 95 % bootstrap interval (`<metric>_ci_low`, `_ci_high`);
+                  `strongest` marks each model's attack with the highest AUC. The variant is
+                  "default" except for ablations (ablation.csv).
+paper_table.csv:  per dataset x method x density x attack x metric: mean, sd and a 95 %
+                  t-interval over seeds (with one seed: that model's bootstrap interval).
+paper_table.md:   the same as Markdown, one table per data set, "mean [low, high]" in %.
+paired.csv:       every method against DST at the same data set, density and seed, on the
+                  same samples (difference and 95 % interval), and the mean over seeds.
 """
 
 from __future__ import annotations
@@ -15,24 +20,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import scipy.stats
 
+from ..comparisons import ScoredModel, paired_rows
 from ..io import atomic_path, read_csv, write_csv
+from ..metrics import ATTACK_METRICS
+from ..signals import logits_of
 from . import cli
 
 KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
-METRICS = ["task_acc", "attack_acc", "advantage", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"]
+MODEL = KEY[:-1]
+METRICS = ["task_acc", *ATTACK_METRICS]
 METHOD_ORDER = ["dense", "magnitude", "dst", "safecompress"]
+PAIRED_BASELINE = "dst"
+MARKDOWN_METRICS = (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"))
 
 
 def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """All per-model results, sorted; a model listed twice is an error, not a silent duplicate."""
+    """All per-model results, sorted, each model's strongest attack (highest AUC) marked; a
+    model listed twice is an error, not a silent duplicate."""
     summary = pd.concat(frames, ignore_index=True)
     duplicated = summary[summary.duplicated(KEY, keep=False)]
     if len(duplicated):
         raise ValueError(
             f"results listed twice: {duplicated[KEY].drop_duplicates().to_dict('records')}"
         )
+    best = summary.groupby(MODEL, sort=False)["auc"].transform("max")
+    summary["strongest"] = summary["auc"] == best
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return summary.sort_values(
         KEY,
@@ -42,44 +58,70 @@ def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample sd over seeds of every metric (tidy: one row per metric)."""
-    long = summary.melt(id_vars=KEY, value_vars=METRICS, var_name="metric")
-    grouped = long.groupby(
-        ["dataset", "method", "variant", "density", "attack", "metric"], sort=False
-    )
-    stats = grouped["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
-    stats["sd"] = stats["sd"].fillna(0.0)
-    return stats
+    """Per metric: mean and sd over seeds, and a 95 % Student-t interval of the mean; with a
+    single seed, the model's own bootstrap interval (tidy: one row per metric)."""
+    rows = []
+    group = ["dataset", "method", "variant", "density", "attack"]
+    for key, models in summary.groupby(group, sort=False):
+        for metric in METRICS:
+            values = models[metric].to_numpy(dtype=float)
+            mean = float(np.mean(values))
+            if len(values) > 1:
+                sd = float(np.std(values, ddof=1))
+                low, high = (
+                    scipy.stats.t.interval(0.95, len(values) - 1, mean, sd / np.sqrt(len(values)))
+                    if sd > 0
+                    else (mean, mean)
+                )
+            else:
+                sd = 0.0
+                low, high = models[f"{metric}_ci_low"].iloc[0], models[f"{metric}_ci_high"].iloc[0]
+            rows.append(
+                {
+                    **dict(zip(group, key, strict=True)),
+                    "metric": metric,
+                    "mean": mean,
+                    "sd": sd,
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                    "n_seeds": len(values),
+                    "strongest": bool(models["strongest"].any()),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def markdown_tables(stats: pd.DataFrame) -> str:
     """Per data set: rows method x density; columns task accuracy, then AUC and TPR@1%FPR per
-    attack; cells "mean ± sd" in percent."""
+    attack; cells "mean [low, high]" in percent, the strongest attack of a row in bold."""
     lines = []
     for dataset, rows in stats.groupby("dataset", sort=False):
-        cell = rows.assign(
-            text=[
-                f"{100 * m:.1f} ± {100 * s:.1f}"
-                for m, s in zip(rows["mean"], rows["sd"], strict=True)
-            ]
-        )
+        cell = rows.assign(text=[_cell(row) for row in rows.itertuples(index=False)])
         accuracy = cell[cell["metric"] == "task_acc"].drop_duplicates(["method", "density"])
         table = accuracy.set_index(["method", "density"])[["text"]].rename(
             columns={"text": "task acc (%)"}
         )
-        for metric, label in (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR")):
+        for metric, label in MARKDOWN_METRICS:
             wide = cell[cell["metric"] == metric].pivot(
                 index=["method", "density"], columns="attack", values="text"
             )
             table = table.join(wide.rename(columns=lambda a, lab=label: f"{a} {lab} (%)"))
         n_seeds = int(rows["n_seeds"].max())
+        over = f"95 % t-interval over {n_seeds} seeds" if n_seeds > 1 else "95 % bootstrap interval"
         lines += [
-            f"## {dataset} (mean ± sd over {n_seeds} seed(s))",
+            f"## {dataset} (mean [{over}]; bold: the strongest attack by AUC)",
             "",
             _markdown(table.reset_index()),
             "",
         ]
     return "\n".join(lines)
+
+
+def _cell(row) -> str:
+    if np.isnan(row.mean):
+        return "n/a"
+    text = f"{100 * row.mean:.1f} [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+    return f"**{text}**" if row.strongest and row.metric != "task_acc" else text
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -89,12 +131,36 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def scored_models(summary: pd.DataFrame) -> list[ScoredModel]:
+    """Each model's per-sample scores and task correctness, read from its saved files."""
+    models = []
+    for key, rows in summary.groupby(MODEL, sort=False):
+        first = rows.iloc[0]
+        scores = read_csv(first["scores_path"], required=("index", "set"))
+        signals = read_csv(first["signals_path"], required=("index", "set", "label"))
+        if not scores["index"].equals(signals["index"]):
+            raise ValueError(f"{first['scores_path']}: rows differ from {first['signals_path']}")
+        fields = dict(zip(MODEL, key, strict=True))
+        models.append(
+            ScoredModel(
+                **fields,
+                index=scores["index"].to_numpy(),
+                is_member=(scores["set"] == "member").to_numpy(),
+                correct=logits_of(signals).argmax(1) == signals["label"].to_numpy(),
+                scores={a: scores[f"score_{a}"].to_numpy() for a in rows["attack"]},
+            )
+        )
+    return models
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--inputs", nargs="+", required=True, help="attacks.csv of every model")
     p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--paper-table", type=Path, help="mean and sd over seeds (CSV)")
-    p.add_argument("--markdown", type=Path, help="mean ± sd tables (Markdown)")
+    p.add_argument("--paper-table", type=Path, help="mean and interval over seeds (CSV)")
+    p.add_argument("--markdown", type=Path, help="mean [interval] tables (Markdown)")
+    p.add_argument("--paired", type=Path, help="paired differences against DST (CSV)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of paired intervals")
     args = p.parse_args(argv)
     summary = summary_table([read_csv(path, required=(*KEY, *METRICS)) for path in args.inputs])
     write_csv(summary, args.summary)
@@ -104,7 +170,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.markdown:
         with atomic_path(args.markdown) as tmp:
             tmp.write_text(markdown_tables(stats))
+    if args.paired:
+        rows = paired_rows(scored_models(summary), PAIRED_BASELINE, args.bootstrap)
+        write_csv(pd.DataFrame(rows, columns=PAIRED_COLUMNS), args.paired)
     print(f"{len(summary)} rows from {len(args.inputs)} models -> {args.summary}")
+
+
+PAIRED_COLUMNS = [
+    "dataset",
+    "method",
+    "variant",
+    "baseline",
+    "density",
+    "scope",
+    "seed",
+    "n_seeds",
+    "attack",
+    "metric",
+    "difference",
+    "ci_low",
+    "ci_high",
+]
 
 
 if __name__ == "__main__":

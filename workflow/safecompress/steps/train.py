@@ -4,8 +4,11 @@
         --role target --seed 0 --out-dir results/digits/dense/density1.0/seed0
 
 Writes model.safetensors and history.csv (per-epoch train/validation loss and accuracy).
-A shadow model also writes signals.csv (logits of its own members and non-members), from
-which the attacks are calibrated. A killed run restarts from its last epoch.
+A shadow model is also the attacker's reference model and writes what the attacks read:
+signals.csv (its logits on its own members and non-members) with features.npy (the input of
+its output layer, row for row), and queries.csv (its logits on the samples the attacker asks
+about: the target's target_train and target_out, whose membership it does not know). A
+killed run restarts from its last epoch.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from ..batches import TrainBatches
 from ..checkpoint import Checkpoint
 from ..config import check_section
 from ..devices import pick_device, to_device
-from ..io import config_hash, write_csv
+from ..io import config_hash, write_csv, write_features
 from ..loop import fit, seed_everything
 from ..models import build_model, save_model
 from ..provenance import code_revision, provenance
-from ..signals import signal_table
+from ..signals import feature_matrix, signal_table
 from ..splits import MEMBER_SETS, load_data, set_indices, shadow_partition
 from . import cli
 
@@ -86,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.role == "shadow":
         signals = signal_table(model, data, {"member": members, "non-member": nonmembers})
         signals.insert(0, "shadow", args.seed)
+        queried = set_indices(data.split, "target_train", "target_out")
+        queries = signal_table(model, data, {"query": queried}).drop(columns="set")
+        write_features(
+            feature_matrix(model, data, signals["index"].to_numpy()), args.out_dir / "features.npy"
+        )
+        write_csv(queries, args.out_dir / "queries.csv")
         write_csv(signals, args.out_dir / "signals.csv")
     save_model(model, args.out_dir / "model.safetensors", meta)
     checkpoint.remove()
