@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throw-away single-node SLURM cluster (munged + slurmctld + slurmd) with one fake GPU, for
+# A throw-away single-node SLURM cluster (munged + slurmctld + slurmd) with one fake GPU (GRES
+# gpu, type `fake`: jobs ask for it with --gpus=1 or --gpus=fake:1), for
 # testing the SLURM profile (tests/test_slurm.py) without a real cluster.
 #
 #   bash scripts/slurm-cluster.sh start DIR   # install if missing, configure, start, wait idle
@@ -89,11 +90,12 @@ SlurmctldPidFile=$dir/run/slurmctld.pid
 SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:fake:1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-    # A fake GPU: any existing file will do; without File= slurmd drains the node.
-    echo "NodeName=$host Name=gpu File=/dev/null" >"$dir/gres.conf"
+    # A fake GPU of a type of its own (what install-profile.sh --gres-gpu gpu:fake asks for):
+    # any existing file will do; without File= slurmd drains the node.
+    echo "NodeName=$host Name=gpu Type=fake File=/dev/null" >"$dir/gres.conf"
 }
 
 start() {
@@ -103,7 +105,7 @@ start() {
     dir=$(cd "$dir" && pwd)
     stop "$dir" 2>/dev/null || true # a leftover cluster in the same DIR
     # A fresh state directory: no stale DRAIN or job from an earlier run survives.
-    rm -rf "$dir/state" "$dir/spool" "$dir/run" "$dir/log" "$dir/munge" "$dir/bin"
+    rm -rf "$dir/state" "$dir/spool" "$dir/run" "$dir/log" "$dir/munge" "${dir:?}/bin"
     mkdir -p "$dir/state" "$dir/spool" "$dir/run" "$dir/log" "$dir/munge"
     chmod 711 "$dir/munge" # munged wants its socket's directory searchable
     write_config "$dir"
@@ -131,6 +133,7 @@ start() {
         stop "$dir" || true
         return 1
     fi
+    # shellcheck disable=SC2016 # $PATH is for the eval of these lines
     printf 'export SLURM_CONF=%q PATH=%q:"$PATH"\n' "$SLURM_CONF" "$dir/bin"
 }
 
