@@ -2,6 +2,30 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # The package lives in workflow/, as in the Snakemake workflow template.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A real Hugging Face checkpoint folder (config.json + model.safetensors), BERT-shaped
+    but tiny, written as `save_pretrained` writes it."""
+    import torch
+    import transformers
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    return str(folder)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 
 from safecompress.attacks import learned
@@ -63,24 +62,6 @@ def test_outer_product_of_features_is_the_per_sample_last_layer_gradient(spec, s
     with torch.no_grad():
         formula = last_layer_gradient(model(x), y, features)
     torch.testing.assert_close(formula, expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A tiny BERT-shaped Hugging Face checkpoint folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.mark.parametrize(

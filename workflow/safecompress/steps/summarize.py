@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from ..comparisons import ScoredModel, paired_rows
+from ..intervals import seed_t_interval
 from ..io import atomic_path, read_csv, write_csv
 from ..metrics import ATTACK_METRICS
 from ..signals import logits_of
@@ -65,16 +65,9 @@ def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
     for key, models in summary.groupby(group, sort=False):
         for metric in METRICS:
             values = models[metric].to_numpy(dtype=float)
-            mean = float(np.mean(values))
-            if len(values) > 1:
-                sd = float(np.std(values, ddof=1))
-                low, high = (
-                    scipy.stats.t.interval(0.95, len(values) - 1, mean, sd / np.sqrt(len(values)))
-                    if sd > 0
-                    else (mean, mean)
-                )
-            else:
-                sd = 0.0
+            mean, low, high = seed_t_interval(values)
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            if len(values) == 1:
                 low, high = models[f"{metric}_ci_low"].iloc[0], models[f"{metric}_ci_high"].iloc[0]
             rows.append(
                 {
