@@ -1,7 +1,9 @@
-"""Figures: each renders to a readable PNG and PDF with labelled axes and a legend, and the
-pipeline step refuses bad inputs with one line naming the problem and exit code 2."""
+"""Figures: each renders to a readable PNG and PDF with labelled axes and a legend, draws the
+paper table's intervals (and no unresolvable value), the ROC bands come from a correct
+stratified bootstrap, the layer-density figure reads model files, and the pipeline step refuses
+bad inputs with one line naming the problem and exit code 2."""
 
-import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -12,26 +14,31 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from safecompress import plots
+from safecompress import intervals, metrics, plots
+from safecompress.models import build_model, save_model
+from safecompress.sparse import prunable_layers
 from safecompress.steps import figures
 from safecompress.steps.cli import run
+from safecompress.steps.summarize import seed_statistics
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
 DATASETS = ("digits", "cifar10")
 ATTACKS = ("loss", "entropy")
 DENSITIES = (0.5, 0.1, 0.01)
 HISTORY_LABELS = ("dense d=1.0", "safecompress d=0.1")
-
-needs_metrics = pytest.mark.skipif(
-    importlib.util.find_spec("safecompress.metrics") is None,
-    reason="safecompress.metrics (roc_curve, roc_auc) is not written yet",
-)
+TPR = "tpr_at_1pct_fpr"
 
 
-def make_summary(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
-    """A summary table shaped like results/tables/summary.csv, with plausible numbers."""
+def make_summary(
+    seeds: tuple[int, ...] = (0, 1), attacks: tuple[str, ...] = ATTACKS
+) -> pd.DataFrame:
+    """A summary table shaped like results/tables/summary.csv (every metric with a bootstrap
+    interval), with plausible numbers."""
     rng = np.random.default_rng(0)
     rows = []
     for dataset in DATASETS:
@@ -39,26 +46,40 @@ def make_summary(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
             for density in (1.0,) if method == "dense" else DENSITIES:
                 for seed in seeds:
                     task_acc = 0.9 * density**0.05 + rng.normal(0, 0.005)
-                    for attack in ATTACKS:
+                    for attack in attacks:
                         auc = 0.5 + 0.2 * density**0.3 + rng.normal(0, 0.01)
+                        values = {
+                            "task_acc": task_acc,
+                            "attack_acc": 0.5 + (auc - 0.5) / 2,
+                            "advantage": auc - 0.5,
+                            "auc": auc,
+                            TPR: 0.01 + (auc - 0.5) / 5,
+                            "tpr_at_0.1pct_fpr": 0.001 + (auc - 0.5) / 20,
+                            "tpr_at_0fpr": (auc - 0.5) / 40,
+                        }
                         rows.append(
                             {
                                 "dataset": dataset,
                                 "method": method,
+                                "variant": "default",
                                 "density": density,
                                 "seed": seed,
                                 "attack": attack,
-                                "task_acc": task_acc,
-                                "attack_acc": 0.5 + (auc - 0.5) / 2,
-                                "advantage": auc - 0.5,
-                                "auc": auc,
-                                "tpr_at_1pct_fpr": 0.01 + (auc - 0.5) / 5,
-                                "tpr_at_0.1pct_fpr": 0.001 + (auc - 0.5) / 20,
+                                **values,
+                                **{f"{m}_ci_low": v - 0.02 for m, v in values.items()},
+                                **{f"{m}_ci_high": v + 0.03 for m, v in values.items()},
                                 "signals_path": "signals.csv",
                                 "scores_path": "scores.csv",
                             }
                         )
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    best = summary.groupby(["dataset", "method", "density", "seed"])["auc"].transform("max")
+    return summary.assign(strongest=summary["auc"] == best)
+
+
+def make_paper_table(summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """paper_table.csv of the summary, computed by the summarize step itself."""
+    return seed_statistics(make_summary() if summary is None else summary)
 
 
 def make_history(gap: float = 0.0) -> pd.DataFrame:
@@ -84,9 +105,9 @@ def make_histories() -> pd.DataFrame:
     return pd.concat(histories, ignore_index=True)
 
 
-def make_scores(separation: float, n: int = 400) -> pd.DataFrame:
+def make_scores(separation: float, n: int = 400, seed: int = 1) -> pd.DataFrame:
     """One model's per-sample scores, as steps.attack writes them (members score higher)."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     member = np.repeat([True, False], n)
     score = rng.normal(separation * member, 1.0)
     return pd.DataFrame(
@@ -111,8 +132,48 @@ def make_roc_scores() -> pd.DataFrame:
     )
 
 
+def make_layers(n_layers: int, models: tuple[str, ...] = ("dst", "safecompress")) -> pd.DataFrame:
+    """The layer table of `figures.layer_table`, for models with `n_layers` prunable layers."""
+    rng = np.random.default_rng(2)
+    start = rng.uniform(0.02, 1.0, n_layers)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "model": f"{method} d=0.05",
+                    "method": method,
+                    "layer": [f"features.{i}" for i in range(n_layers)],
+                    "shape": "64×64×3×3",
+                    "start": start,
+                    "end": start * rng.uniform(0.5, 1.0, n_layers),
+                    "overall": 0.05,
+                }
+            )
+            for method in models
+        ],
+        ignore_index=True,
+    )
+
+
+def write_model(path: Path, compressed: bool = True) -> dict[str, dict[str, float]]:
+    """A real model file (MLP 64-16-8-10) written by models.save_model; a compressed one has
+    each layer's start and end density in its metadata, which is returned."""
+    model = build_model({"arch": "mlp", "hidden": [16, 8]}, (64,), 10)
+    layers = list(prunable_layers(model))
+    meta = {"method": "safecompress", "density": 0.1, "density_measured": 0.1}
+    densities = {}
+    if compressed:
+        densities = {
+            "layer_density_start": {name: 0.05 * (i + 1) for i, name in enumerate(layers)},
+            "layer_density_end": {name: 0.04 * (i + 1) for i, name in enumerate(layers)},
+        }
+    save_model(model, path, {**meta, **densities})
+    return densities
+
+
 def assert_readable(figure: Figure) -> None:
-    """Outer panels carry axis labels, every panel a title, and the figure has a legend."""
+    """Outer panels carry axis labels, every panel a title, and the figure (or every panel)
+    has a legend."""
     for axes in figure.axes:
         spec = axes.get_subplotspec()
         assert axes.get_title()
@@ -120,8 +181,10 @@ def assert_readable(figure: Figure) -> None:
             assert axes.get_xlabel()
         if spec.is_first_col():
             assert axes.get_ylabel()
-    assert len(figure.legends) == 1
-    assert figure.legends[0].get_texts()
+    if figure.legends:
+        assert len(figure.legends) == 1 and figure.legends[0].get_texts()
+    else:
+        assert all(axes.get_legend() and axes.get_legend().get_texts() for axes in figure.axes)
 
 
 def legend_labels(figure: Figure) -> list[str]:
@@ -139,20 +202,52 @@ def assert_png_and_pdf(png: Path) -> None:
     assert image.shape[0] > 300 and image.shape[1] > 300
 
 
+def error_segments(axes) -> list[np.ndarray]:
+    """The (2, 2) end points of every error bar drawn in `axes`."""
+    return [
+        np.asarray(segment)
+        for collection in axes.collections
+        if isinstance(collection, LineCollection)
+        for segment in collection.get_segments()
+    ]
+
+
+def vertical_bars(axes) -> dict[float, tuple[float, float]]:
+    """{x: (low, high)} of the vertical error bars of `axes`."""
+    bars = {}
+    for segment in error_segments(axes):
+        (x0, y0), (x1, y1) = segment
+        if x0 == x1:
+            bars[x0] = (min(y0, y1), max(y0, y1))
+    return bars
+
+
+def method_line(axes, method: str):
+    label = plots.METHOD_STYLE[method].label
+    return next(line for line in axes.get_lines() if line.get_label() == label)
+
+
+def panel(figure: Figure, title: str):
+    return next(axes for axes in figure.axes if axes.get_title() == title)
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
-    "accuracy": lambda: plots.accuracy_vs_density(make_summary()),
-    "attack_auc": lambda: plots.attack_vs_density(make_summary()),
-    "attack_tpr": lambda: plots.attack_vs_density(make_summary(), "tpr_at_1pct_fpr"),
-    "tradeoff": lambda: plots.tradeoff(make_summary(), "loss"),
-    "tradeoff_one_seed": lambda: plots.tradeoff(make_summary(seeds=(0,)), "entropy"),
+    "accuracy": lambda: plots.accuracy_vs_density(make_paper_table()),
+    "attack_auc": lambda: plots.attack_vs_density(make_paper_table()),
+    "attack_tpr": lambda: plots.attack_vs_density(make_paper_table(), TPR),
+    "tradeoff": lambda: plots.tradeoff(make_paper_table(), "loss"),
+    "tradeoff_one_seed": lambda: plots.tradeoff(
+        make_paper_table(make_summary(seeds=(0,))), "entropy"
+    ),
     "training": lambda: plots.training_curves(make_histories()),
+    "roc": lambda: plots.roc_curves(make_roc_scores(), ["loss", "entropy"], n_resamples=50),
+    "layer_density": lambda: plots.layer_density(make_layers(3)),
 }
 
 
-@pytest.mark.parametrize("name", [*FIGURES, pytest.param("roc", marks=needs_metrics)], ids=str)
+@pytest.mark.parametrize("name", FIGURES)
 def test_figure_is_labelled_and_saved_as_png_and_pdf(name, tmp_path):
-    draw = FIGURES.get(name, lambda: plots.roc_curves(make_roc_scores(), "loss"))
-    figure = draw()
+    figure = FIGURES[name]()
     assert isinstance(figure, Figure)
     assert_readable(figure)
     plots.save_figure(figure, tmp_path / f"{name}.png")
@@ -160,22 +255,107 @@ def test_figure_is_labelled_and_saved_as_png_and_pdf(name, tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"{name}.pdf", f"{name}.png"]
 
 
-def test_accuracy_has_a_log_density_axis_and_dense_reference():
-    summary = make_summary()
-    figure = plots.accuracy_vs_density(summary)
+# --- summary figures: paper-table intervals ---
+
+
+def test_accuracy_has_a_log_density_axis_and_dense_reference_band():
+    table = make_paper_table()
+    figure = plots.accuracy_vs_density(table)
     assert len(figure.axes) == len(DATASETS)
     axes = figure.axes[0]
     assert axes.get_xscale() == "log" and axes.xaxis_inverted()
     assert axes.get_ylabel() == "Task accuracy (%)"
     assert legend_labels(figure) == [style.label for style in plots.METHOD_STYLE.values()]
-    dense = summary[(summary["dataset"] == DATASETS[0]) & (summary["method"] == "dense")]
-    dense_per_seed = dense.drop_duplicates("seed")["task_acc"]
+    dense = table[
+        (table["dataset"] == DATASETS[0])
+        & (table["method"] == "dense")
+        & (table["metric"] == "task_acc")
+    ].iloc[0]
     reference = [line for line in axes.get_lines() if line.get_label() == "Dense"]
-    assert reference[0].get_ydata()[0] == pytest.approx(100 * dense_per_seed.mean())
+    assert reference[0].get_ydata()[0] == pytest.approx(100 * dense["mean"])
+    band = [patch for patch in axes.patches if isinstance(patch, Rectangle)]
+    assert [band[0].get_y(), band[0].get_y() + band[0].get_height()] == pytest.approx(
+        [100 * dense["ci_low"], 100 * dense["ci_high"]]
+    )
+
+
+@pytest.mark.parametrize("seeds", [(0, 1, 2), (0,)], ids=["t over seeds", "one seed"])
+def test_error_bars_are_the_paper_table_intervals(seeds):
+    """Several seeds: the t-interval over seeds; one seed: the model's bootstrap interval."""
+    summary = make_summary(seeds)
+    figure = plots.attack_vs_density(make_paper_table(summary))
+    axes = panel(figure, f"{DATASETS[0]}, {ATTACKS[0]} attack")
+    rows = summary[
+        (summary["dataset"] == DATASETS[0])
+        & (summary["attack"] == ATTACKS[0])
+        & (summary["method"] == "safecompress")
+    ]
+    line = method_line(axes, "safecompress")
+    bars = vertical_bars(axes)
+    for x, mean in zip(line.get_xdata(), line.get_ydata(), strict=True):
+        density = min(DENSITIES, key=lambda d, x=x: abs(np.log(d / x)))
+        values = rows.loc[rows["density"] == density, "auc"].to_numpy()
+        assert mean == pytest.approx(values.mean())
+        if len(seeds) > 1:
+            expected = scipy.stats.t.interval(
+                0.95, len(values) - 1, values.mean(), scipy.stats.sem(values)
+            )
+        else:
+            model = rows[rows["density"] == density].iloc[0]
+            expected = (model["auc_ci_low"], model["auc_ci_high"])
+        assert bars[x] == pytest.approx(expected)
+
+
+def test_methods_at_one_density_stand_apart():
+    figure = plots.attack_vs_density(make_paper_table())
+    axes = figure.axes[0]
+    xs = [method_line(axes, m).get_xdata()[0] for m in ("magnitude", "dst", "safecompress")]
+    assert len(set(xs)) == 3
+    assert max(xs) / min(xs) < 1.2  # still read as the same density
+
+
+def nan_tpr_table(method: str = "dst", density: float = 0.1) -> pd.DataFrame:
+    """A paper table whose TPR at 1% FPR of one method and density is unresolved (NaN)."""
+    summary = make_summary()
+    unresolved = (summary["method"] == method) & (summary["density"] == density)
+    summary.loc[unresolved, [TPR, f"{TPR}_ci_low", f"{TPR}_ci_high"]] = np.nan
+    return make_paper_table(summary)
+
+
+def test_an_unresolved_tpr_is_left_out_not_drawn_as_zero():
+    figure = plots.attack_vs_density(nan_tpr_table(), TPR)
+    axes = figure.axes[0]
+    line = method_line(axes, "dst")
+    y = np.asarray(line.get_ydata(), dtype=float)
+    assert np.isnan(y).sum() == 1  # the line breaks there
+    assert (y[np.isfinite(y)] > 0).all()
+    dst_x = set(np.asarray(line.get_xdata())[np.isfinite(y)])
+    drawn = set(vertical_bars(axes)) & set(line.get_xdata())
+    assert drawn == dst_x  # no bar at the unresolved density either
+    assert not axes.texts  # the panel still has values
+
+
+def test_a_panel_without_any_resolved_value_says_so():
+    summary = make_summary()
+    summary[[TPR, f"{TPR}_ci_low", f"{TPR}_ci_high"]] = np.nan
+    figure = plots.attack_vs_density(make_paper_table(summary), TPR)
+    for axes in figure.axes:
+        assert "not resolvable" in axes.texts[0].get_text()
+        assert not any(np.isfinite(line.get_ydata()).any() for line in axes.get_lines()[:-1])
+
+
+def test_attack_panels_wrap_after_four_columns_per_dataset():
+    attacks = tuple(f"attack{i}" for i in range(6))
+    figure = plots.attack_vs_density(make_paper_table(make_summary(attacks=attacks)))
+    grid = figure.axes[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols) == (2 * len(DATASETS), 4)
+    assert len(figure.axes) == len(DATASETS) * len(attacks)
+    first, second = figure.axes[0], figure.axes[1]
+    assert first.get_shared_y_axes().joined(first, second)
 
 
 def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
-    figure = plots.attack_vs_density(make_summary())
+    figure = plots.attack_vs_density(make_paper_table())
     grid = figure.axes[0].get_subplotspec().get_gridspec()
     assert (grid.nrows, grid.ncols) == (len(DATASETS), len(ATTACKS))
     assert figure.axes[0].get_ylabel() == "Attack AUC"
@@ -185,21 +365,49 @@ def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
 
 
 def test_attack_metric_names_the_y_axis():
-    figure = plots.attack_vs_density(make_summary(), metric="tpr_at_1pct_fpr")
+    figure = plots.attack_vs_density(make_paper_table(), metric=TPR)
     assert figure.axes[0].get_ylabel() == "Attack TPR at 1% FPR"
 
 
-def test_tradeoff_marks_every_model_and_says_which_way_is_better():
-    figure = plots.tradeoff(make_summary(), "loss")
+def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
+    table = make_paper_table()
+    figure = plots.tradeoff(table, "loss")
     assert "up-left is better" in figure.get_suptitle()
+    assert len(figure.axes) == 2 * len(DATASETS)
+    auc_axes, tpr_axes = figure.axes[:2]
+    assert "AUC" in auc_axes.get_xlabel() and "TPR at 1% FPR" in tpr_axes.get_xlabel()
     n_models = 1 + (len(plots.METHOD_STYLE) - 1) * len(DENSITIES)
-    assert len(figure.axes[0].texts) == n_models
-    assert "Pareto front" in legend_labels(figure)
+    assert len(auc_axes.texts) == len(tpr_axes.texts) == n_models
+    segments = error_segments(auc_axes)
+    horizontal = [s for s in segments if s[0, 1] == s[1, 1]]
+    vertical = [s for s in segments if s[0, 0] == s[1, 0]]
+    assert len(horizontal) == len(vertical) == n_models
+    assert "Pareto set" in legend_labels(figure)
+
+
+def test_tradeoff_rings_the_pareto_set():
+    table = make_paper_table()
+    figure = plots.tradeoff(table, "loss")
+    axes = figure.axes[0]
+    mine = table[(table["dataset"] == DATASETS[0]) & (table["attack"] == "loss")]
+    means = mine.pivot_table(index=["method", "density"], columns="metric", values="mean")
+    front = plots.pareto_front(means["auc"], 100 * means["task_acc"])
+    rings = next(c for c in axes.collections if c.get_label() == "Pareto set")
+    ringed = np.asarray(sorted(map(tuple, rings.get_offsets())))
+    np.testing.assert_allclose(ringed, front[["auc", "accuracy"]].to_numpy())
+
+
+def test_tradeoff_leaves_out_an_unresolved_tpr():
+    figure = plots.tradeoff(nan_tpr_table(), "loss")
+    auc_axes, tpr_axes = figure.axes[:2]
+    assert len(tpr_axes.texts) == len(auc_axes.texts) - 1
+    dst = method_line(tpr_axes, "dst")
+    assert np.isfinite(dst.get_xdata()).all() and (np.asarray(dst.get_xdata()) > 0).all()
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    auc = [0.60, 0.55, 0.70, 0.52, 0.65]
-    accuracy = [90.0, 88.0, 92.0, 80.0, 85.0]  # (0.65, 85) is beaten by (0.60, 90)
+    auc = [0.60, 0.55, 0.70, 0.52, 0.65, np.nan]
+    accuracy = [90.0, 88.0, 92.0, 80.0, 85.0, 99.0]  # (0.65, 85) is beaten by (0.60, 90)
     front = plots.pareto_front(auc, accuracy)
     assert front["auc"].tolist() == [0.52, 0.55, 0.60, 0.70]
     assert front["accuracy"].tolist() == [80.0, 88.0, 90.0, 92.0]
@@ -214,55 +422,151 @@ def test_training_curves_draw_train_solid_and_validation_dashed():
     assert legend_labels(figure) == [*HISTORY_LABELS, "train", "validation"]
 
 
-@needs_metrics
-def test_roc_curves_are_log_log_with_auc_in_the_legend():
-    figure = plots.roc_curves(make_roc_scores(), "loss")
-    axes = figure.axes[0]
-    assert axes.get_xscale() == axes.get_yscale() == "log"
-    assert axes.get_xlim() == pytest.approx(plots.ROC_FPR_RANGE)
-    assert all("AUC" in label for label in legend_labels(figure) if label != "Chance")
+# --- ROC: bootstrap band ---
 
 
-@pytest.mark.parametrize(
-    "draw",
-    [
-        plots.accuracy_vs_density,
-        plots.attack_vs_density,
-        lambda summary: plots.tradeoff(summary, "loss"),
-    ],
-)
-def test_missing_column_is_named(draw):
-    with pytest.raises(ValueError, match="missing column.*task_acc|missing column.*auc"):
-        draw(make_summary().drop(columns=["task_acc", "auc"]))
+def members_and_scores(n: int, separation: float = 0.5, seed: int = 3, ties: bool = False):
+    rng = np.random.default_rng(seed)
+    is_member = np.repeat([True, False], n)
+    scores = rng.normal(separation * is_member, 1.0)
+    return is_member, np.round(scores, 1) if ties else scores
 
 
-def test_missing_history_column_is_named():
-    with pytest.raises(ValueError, match="missing column.*val_acc"):
-        plots.training_curves(make_histories().drop(columns="val_acc"))
+def test_fpr_grid_spans_the_resolvable_fprs_on_a_log_scale():
+    grid = plots.roc_fpr_grid(359)
+    assert grid[0] == 1 / 359 and grid[-1] == 1.0
+    assert np.allclose(grid * 359, np.rint(grid * 359))  # each a number of false positives
+    assert (np.diff(grid) > 0).all() and 40 <= len(grid) <= plots.ROC_GRID_POINTS
+    assert plots.roc_fpr_grid(5).tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
 
 
-def test_unknown_method_metric_and_attack_are_refused():
-    summary = make_summary()
-    with pytest.raises(ValueError, match="unknown method.*pruned"):
-        plots.accuracy_vs_density(summary.replace({"method": {"dst": "pruned"}}))
-    with pytest.raises(ValueError, match="unknown metric 'precision'"):
-        plots.attack_vs_density(summary, metric="precision")
-    with pytest.raises(ValueError, match="no rows for attack 'lira'.*loss, entropy"):
-        plots.tradeoff(summary, "lira")
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied scores"])
+def test_tpr_curve_of_the_sample_is_metrics_tpr_at_fpr(ties):
+    is_member, scores = members_and_scores(150, ties=ties)
+    grid = plots.roc_fpr_grid(150)
+    n = np.arange(150)
+    curve = plots.resampled_tpr_curve(scores[is_member], scores[~is_member], n, n, grid)[0]
+    expected = [metrics.tpr_at_fpr(is_member, scores, fpr) for fpr in grid]
+    assert curve == pytest.approx(expected)
 
 
-def test_save_figure_needs_a_png_path(tmp_path):
-    with pytest.raises(ValueError, match=r"must end in \.png"):
-        plots.save_figure(plots.training_curves(make_histories()), tmp_path / "curves.pdf")
+def test_tpr_curve_of_resamples_matches_the_interval_module():
+    is_member, scores = members_and_scores(80, ties=True)
+    rng = np.random.default_rng(4)
+    member_idx, nonmember_idx = rng.integers(0, 80, (5, 80)), rng.integers(0, 80, (5, 80))
+    grid = plots.roc_fpr_grid(80)
+    curves = plots.resampled_tpr_curve(
+        scores[is_member], scores[~is_member], member_idx, nonmember_idx, grid
+    )
+    for column, fpr in enumerate(grid):
+        expected = intervals.resampled_tpr_at_fpr(
+            scores[is_member], scores[~is_member], member_idx, nonmember_idx, fpr
+        )
+        assert curves[:, column] == pytest.approx(expected)
+
+
+def test_band_contains_the_point_roc_and_narrows_with_more_samples():
+    widths = {}
+    for n in (100, 2000):
+        is_member, scores = members_and_scores(n)
+        band = plots.roc_band(is_member, scores, n_resamples=300, seed=0)
+        assert band.fpr[0] == 1 / n
+        assert (band.low <= band.tpr).all() and (band.tpr <= band.high).all()
+        assert ((band.low >= 0) & (band.high <= 1)).all()
+        resolved = band.fpr >= 0.01  # FPRs that both sample sizes resolve
+        widths[n] = np.interp(
+            np.log([0.01, 0.1, 0.5]), np.log(band.fpr[resolved]), (band.high - band.low)[resolved]
+        )
+    assert (widths[2000] < 0.6 * widths[100]).all()
+
+
+def test_band_is_reproducible_and_refuses_unresolvable_fprs():
+    is_member, scores = members_and_scores(50)
+    first, second = (plots.roc_band(is_member, scores, 100, seed=7) for _ in range(2))
+    assert np.array_equal(first.low, second.low) and np.array_equal(first.high, second.high)
+    with pytest.raises(ValueError, match="FPRs must lie in"):
+        plots.roc_band(is_member, scores, 100, fprs=[0.001, 0.1])
+
+
+def test_roc_has_a_log_log_panel_per_attack_from_the_resolvable_fpr():
+    scores = make_roc_scores()
+    figure = plots.roc_curves(scores, ["loss", "entropy"], n_resamples=50)
+    assert [axes.get_title() for axes in figure.axes] == ["loss attack", "entropy attack"]
+    n_nonmembers = int((scores["method"] == "dense").sum() / 2)
+    for axes, attack in zip(figure.axes, ["loss", "entropy"], strict=True):
+        assert axes.get_xscale() == axes.get_yscale() == "log"
+        assert axes.get_xlim() == pytest.approx((1 / n_nonmembers, 1.0))
+        curves = [line for line in axes.get_lines() if line.get_label() != "Chance"]
+        assert len(curves) == 2
+        assert all(min(line.get_xdata()) >= 1 / n_nonmembers for line in curves)
+        chance = next(line for line in axes.get_lines() if line.get_label() == "Chance")
+        assert list(chance.get_xdata()) == list(chance.get_ydata())
+        bands = [c for c in axes.collections if isinstance(c, PolyCollection)]
+        assert len(bands) == 2
+        dense = scores[scores["method"] == "dense"]
+        is_member = (dense["set"] == "member").to_numpy()
+        auc = metrics.roc_auc(is_member, dense[f"score_{attack}"].to_numpy())
+        tpr = metrics.tpr_at_fpr(is_member, dense[f"score_{attack}"].to_numpy(), 0.01)
+        label = axes.get_legend().get_texts()[0].get_text()
+        assert f"AUC {auc:.3f}" in label and f"TPR@1%FPR {tpr:.3f}" in label
+
+
+def test_roc_says_na_for_a_tpr_too_few_non_members_resolve():
+    scores = make_scores(1.0, n=50).assign(method="dst", density=0.1)
+    figure = plots.roc_curves(scores, "loss", n_resamples=20)
+    assert "TPR@1%FPR n/a" in figure.axes[0].get_legend().get_texts()[0].get_text()
+
+
+# --- layer density ---
+
+
+def bar_widths(axes) -> list[float]:
+    return [patch.get_width() for patch in axes.patches if isinstance(patch, Rectangle)]
+
+
+def test_layer_density_draws_one_bar_pair_per_layer_from_a_model_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    densities = write_model(path)
+    table = figures.layer_table(path, "safecompress d=0.1")
+    figure = plots.layer_density(table)
+    (axes,) = figure.axes
+    start, end = densities["layer_density_start"], densities["layer_density_end"]
+    assert len(start) == 3
+    assert len(bar_widths(axes)) == 2 * len(start)
+    assert bar_widths(axes) == pytest.approx([*start.values(), *end.values()])
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert labels == ["1 (16×64)", "3 (8×16)", "5 (10×8)"]
+    assert axes.get_title() == "safecompress d=0.1"
+
+
+def test_layer_density_stays_readable_with_twenty_layers():
+    figure = plots.layer_density(make_layers(20))
+    assert len(figure.axes) == 2
+    for axes in figure.axes:
+        assert len(bar_widths(axes)) == 40
+    points_per_layer = 72 * figure.axes[0].get_position().height * figure.get_figheight() / 20
+    assert points_per_layer > 1.5 * plots.STYLE["ytick.labelsize"]
+    # the same layers in every panel: names once, on the left
+    first, second = (axes.yaxis.get_major_ticks()[0].label1 for axes in figure.axes)
+    assert first.get_visible() and not second.get_visible()
+
+
+def test_layer_names_lose_their_common_prefix():
+    assert plots._layer_names(["network.a.q", "network.a.k", "network.head"]) == [
+        "a.q",
+        "a.k",
+        "head",
+    ]
+    assert plots._layer_names(["1", "3"]) == ["1", "3"]
 
 
 # --- the pipeline step ---
 
 
 @pytest.fixture
-def summary_csv(tmp_path) -> Path:
-    path = tmp_path / "summary.csv"
-    make_summary().to_csv(path, index=False)
+def paper_csv(tmp_path) -> Path:
+    path = tmp_path / "paper_table.csv"
+    make_paper_table().to_csv(path, index=False)
     return path
 
 
@@ -284,12 +588,17 @@ def scores_csvs(tmp_path) -> list[Path]:
 
 @pytest.mark.parametrize(
     "options",
-    [["accuracy"], ["attack", "--metric", "advantage"], ["tradeoff", "--attack", "entropy"]],
-    ids=lambda options: options[0],
+    [
+        ["accuracy"],
+        ["attack", "--metric", "advantage"],
+        ["attack", "--metric", TPR],
+        ["tradeoff", "--attack", "entropy"],
+    ],
+    ids=lambda options: options[-1],
 )
-def test_step_draws_summary_figures(options, summary_csv, tmp_path):
+def test_step_draws_paper_table_figures(options, paper_csv, tmp_path):
     out = tmp_path / "figures" / "figure.png"
-    figures.main([*options, "--summary", str(summary_csv), "--out", str(out)])
+    figures.main([*options, "--paper-table", str(paper_csv), "--out", str(out)])
     assert_png_and_pdf(out)
 
 
@@ -300,13 +609,25 @@ def test_step_draws_training_curves(history_csvs, tmp_path):
     assert_png_and_pdf(out)
 
 
-@needs_metrics
-def test_step_draws_roc_curves(scores_csvs, tmp_path):
+def test_step_draws_roc_curves_of_several_attacks(scores_csvs, tmp_path):
     out = tmp_path / "roc.png"
     scores = [str(path) for path in scores_csvs]
     figures.main(
         ["roc", "--scores", *scores, "--method", "dense", "safecompress"]
-        + ["--density", "1.0", "0.1", "--attack", "loss", "--out", str(out)]
+        + ["--density", "1.0", "0.1", "--attack", "loss", "entropy", "--bootstrap", "50"]
+        + ["--out", str(out)]
+    )
+    assert_png_and_pdf(out)
+
+
+def test_step_draws_layer_density(tmp_path):
+    paths = [tmp_path / f"model{i}.safetensors" for i in range(2)]
+    for path in paths:
+        write_model(path)
+    out = tmp_path / "layer_density.png"
+    figures.main(
+        ["layer_density", "--models", *map(str, paths), "--label", "dst d=0.1", "sc d=0.1"]
+        + ["--out", str(out)]
     )
     assert_png_and_pdf(out)
 
@@ -321,19 +642,28 @@ def error_line(argv: list[str], capsys) -> str:
     return lines[0]
 
 
-def test_step_names_a_missing_file(tmp_path, capsys):
+@pytest.mark.parametrize("figure", ["accuracy", "attack", "tradeoff"])
+def test_step_names_a_missing_paper_table(figure, tmp_path, capsys):
     missing = tmp_path / "nowhere.csv"
-    line = error_line(
-        ["accuracy", "--summary", str(missing), "--out", str(tmp_path / "a.png")], capsys
-    )
+    argv = [figure, "--paper-table", str(missing), "--out", str(tmp_path / "a.png")]
+    line = error_line(argv + (["--attack", "loss"] if figure == "tradeoff" else []), capsys)
     assert str(missing) in line and "no such file" in line
 
 
-def test_step_names_the_file_and_column_it_lacks(summary_csv, tmp_path, capsys):
-    make_summary().drop(columns="auc").to_csv(summary_csv, index=False)
-    argv = ["tradeoff", "--summary", str(summary_csv), "--attack", "loss"]
+@pytest.mark.parametrize("figure", ["accuracy", "attack", "tradeoff"])
+def test_step_names_the_file_and_column_it_lacks(figure, paper_csv, tmp_path, capsys):
+    make_paper_table().drop(columns="ci_high").to_csv(paper_csv, index=False)
+    argv = [figure, "--paper-table", str(paper_csv), "--out", str(tmp_path / "t.png")]
+    line = error_line(argv + (["--attack", "loss"] if figure == "tradeoff" else []), capsys)
+    assert str(paper_csv) in line and "missing column(s) ci_high" in line
+
+
+def test_step_names_a_metric_the_table_lacks(paper_csv, tmp_path, capsys):
+    table = make_paper_table()
+    table[table["metric"] != TPR].to_csv(paper_csv, index=False)
+    argv = ["attack", "--paper-table", str(paper_csv), "--metric", TPR]
     line = error_line([*argv, "--out", str(tmp_path / "t.png")], capsys)
-    assert str(summary_csv) in line and "missing column(s) auc" in line
+    assert str(paper_csv) in line and f"no rows for metric(s) {TPR}" in line
 
 
 def test_step_names_a_history_without_a_column(history_csvs, tmp_path, capsys):
@@ -344,20 +674,78 @@ def test_step_names_a_history_without_a_column(history_csvs, tmp_path, capsys):
     assert str(history_csvs[1]) in line and "train_loss" in line
 
 
-def test_step_lists_the_attacks_a_file_has(summary_csv, scores_csvs, tmp_path, capsys):
-    argv = ["tradeoff", "--summary", str(summary_csv), "--attack", "lira"]
+def test_step_lists_the_attacks_a_file_has(paper_csv, scores_csvs, tmp_path, capsys):
+    argv = ["tradeoff", "--paper-table", str(paper_csv), "--attack", "lira"]
     line = error_line([*argv, "--out", str(tmp_path / "t.png")], capsys)
     assert "'lira'" in line and "loss, entropy" in line
     argv = ["roc", "--scores", str(scores_csvs[0]), "--method", "dense", "--density", "1"]
-    line = error_line([*argv, "--attack", "lira", "--out", str(tmp_path / "r.png")], capsys)
-    assert str(scores_csvs[0]) in line and "score_lira" in line and "loss, entropy" in line
+    argv += ["--attack", "loss", "lira", "rmia", "--out", str(tmp_path / "r.png")]
+    line = error_line(argv, capsys)
+    assert str(scores_csvs[0]) in line and "score_lira, score_rmia" in line
+    assert "loss, entropy" in line
 
 
-def test_step_wants_one_label_per_history(history_csvs, tmp_path, capsys):
+def test_step_wants_one_label_per_file(history_csvs, tmp_path, capsys):
     history = [str(path) for path in history_csvs]
     argv = ["training", "--history", *history, "--label", "dense"]
     line = error_line([*argv, "--out", str(tmp_path / "h.png")], capsys)
     assert "2 --history, 1 --label" in line
+    argv = ["layer_density", "--models", *history, "--label", "dense"]
+    line = error_line([*argv, "--out", str(tmp_path / "l.png")], capsys)
+    assert "2 --models, 1 --label" in line
+
+
+def test_step_names_a_missing_or_unfit_model_file(tmp_path, capsys):
+    def layer_error(path: Path) -> str:
+        argv = ["layer_density", "--models", str(path), "--label", "m"]
+        return error_line([*argv, "--out", str(tmp_path / "l.png")], capsys)
+
+    missing = tmp_path / "nowhere.safetensors"
+    line = layer_error(missing)
+    assert str(missing) in line and "no such model file" in line
+    dense = tmp_path / "dense.safetensors"
+    write_model(dense, compressed=False)
+    line = layer_error(dense)
+    assert str(dense) in line and "no layer_density_start or layer_density_end" in line
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json\n at all}")
+    line = layer_error(broken)
+    assert str(broken) in line and "not a readable SafeCompress model file" in line
+    mismatched = tmp_path / "mismatched.safetensors"
+    write_model(mismatched)
+    text = mismatched.read_bytes()
+    size = int.from_bytes(text[:8], "little")
+    header = json.loads(text[8 : 8 + size])
+    meta = json.loads(header["__metadata__"]["meta"])
+    meta["layer_density_end"].pop("1")
+    header["__metadata__"]["meta"] = json.dumps(meta)
+    blob = json.dumps(header).encode()
+    mismatched.write_bytes(len(blob).to_bytes(8, "little") + blob + text[8 + size :])
+    line = layer_error(mismatched)
+    assert "name other layers" in line
+
+
+def test_save_figure_needs_a_png_path(tmp_path):
+    with pytest.raises(ValueError, match=r"must end in \.png"):
+        plots.save_figure(plots.training_curves(make_histories()), tmp_path / "curves.pdf")
+
+
+def test_a_method_without_a_style_is_drawn_in_a_spare_one():
+    table = make_paper_table().replace({"method": {"dst": "relaxloss"}})
+    figure = plots.attack_vs_density(table)
+    assert "relaxloss" in legend_labels(figure)
+    styles = plots.method_styles(table["method"])
+    assert styles["relaxloss"].color not in {s.color for s in plots.METHOD_STYLE.values()}
+    line = next(line for line in figure.axes[0].get_lines() if line.get_label() == "relaxloss")
+    assert line.get_color() == styles["relaxloss"].color
+
+
+def test_unknown_metric_and_attack_are_refused():
+    table = make_paper_table()
+    with pytest.raises(ValueError, match="unknown metric 'precision'"):
+        plots.attack_vs_density(table, metric="precision")
+    with pytest.raises(ValueError, match="no rows for attack 'lira'.*loss, entropy"):
+        plots.tradeoff(table, "lira")
 
 
 def run_module(*argv: str) -> subprocess.CompletedProcess:
@@ -373,14 +761,16 @@ def run_module(*argv: str) -> subprocess.CompletedProcess:
 def test_module_help_lists_every_figure():
     result = run_module("--help")
     assert result.returncode == 0
-    for figure in ("accuracy", "attack", "tradeoff", "training", "roc"):
+    for figure in ("accuracy", "attack", "tradeoff", "training", "roc", "layer_density"):
         assert figure in result.stdout
 
 
-def test_module_runs_and_fails_with_exit_code_2(summary_csv, tmp_path):
+def test_module_runs_and_fails_with_exit_code_2(paper_csv, tmp_path):
     out = tmp_path / "accuracy.png"
-    assert run_module("accuracy", "--summary", str(summary_csv), "--out", str(out)).returncode == 0
+    assert (
+        run_module("accuracy", "--paper-table", str(paper_csv), "--out", str(out)).returncode == 0
+    )
     assert_png_and_pdf(out)
-    failed = run_module("accuracy", "--summary", str(tmp_path / "none.csv"), "--out", str(out))
+    failed = run_module("accuracy", "--paper-table", str(tmp_path / "none.csv"), "--out", str(out))
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ")

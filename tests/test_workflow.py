@@ -43,6 +43,7 @@ def test_every_output_exists(run):
         "tradeoff",
         "digits/training_curves",
         "digits/roc",
+        "digits/layer_density",
     ]
     for name in figures:
         for suffix in (".png", ".pdf"):

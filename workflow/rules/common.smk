@@ -160,7 +160,7 @@ def final_outputs():
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")
         for dataset in config["datasets"]
-        for name in ("training_curves", "roc", "candidates")
+        for name in ("training_curves", "roc", "layer_density", "candidates")
         if name != "candidates" or "safecompress" in METHODS
     ]
     return tables + figures + per_dataset
@@ -191,10 +191,12 @@ def figure_outputs(name, caption):
     }
 
 
-def model_labels(dataset):
-    """Training curves of the dense model and each method at the ROC density, first seed."""
+def model_labels(dataset, dense=True):
+    """(method, density, seed, label) of the dense model (unless `dense` is False) and each
+    method at the ROC density, first seed: the models of the per-data-set figures."""
     density, seed = config["evaluation"]["roc_density"], config["seeds"][0]
-    models = [("dense", 1.0)] + [(method, density) for method in METHODS]
+    models = [("dense", 1.0)] if dense else []
+    models += [(method, density) for method in METHODS]
     return [(method, d, seed, f"{method} d={d}") for method, d in models]
 
 

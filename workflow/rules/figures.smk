@@ -1,9 +1,11 @@
 # Figures: each a PNG for reading and a PDF for papers, one style (safecompress.plots, steps.figures).
+# Summary figures read the paper table: means with 95 % intervals (t over seeds, or one model's
+# bootstrap interval).
 
 
 rule figure_accuracy:
     input:
-        summary=results("tables/summary.csv"),
+        table=results("tables/paper_table.csv"),
     output:
         **figure_outputs("accuracy_vs_density", "accuracy_vs_density"),
     log:
@@ -11,12 +13,12 @@ rule figure_accuracy:
     conda:
         ENV
     shell:
-        "python -m safecompress.steps.figures accuracy --summary {input.summary} --out {output.png} > {log} 2>&1"
+        "python -m safecompress.steps.figures accuracy --paper-table {input.table} --out {output.png} > {log} 2>&1"
 
 
 rule figure_attack:
     input:
-        summary=results("tables/summary.csv"),
+        table=results("tables/paper_table.csv"),
     output:
         **figure_outputs("{metric}_vs_density", "attack_vs_density"),
     log:
@@ -28,13 +30,13 @@ rule figure_attack:
     params:
         metric=lambda w: {"auc": "auc", "tpr": "tpr_at_1pct_fpr"}[w.metric],
     shell:
-        "python -m safecompress.steps.figures attack --summary {input.summary} --metric {params.metric}"
+        "python -m safecompress.steps.figures attack --paper-table {input.table} --metric {params.metric}"
         " --out {output.png} > {log} 2>&1"
 
 
 rule figure_tradeoff:
     input:
-        summary=results("tables/summary.csv"),
+        table=results("tables/paper_table.csv"),
     output:
         **figure_outputs("tradeoff", "tradeoff"),
     log:
@@ -44,7 +46,7 @@ rule figure_tradeoff:
     params:
         attack=config["evaluation"]["tradeoff_attack"],
     shell:
-        "python -m safecompress.steps.figures tradeoff --summary {input.summary} --attack {params.attack}"
+        "python -m safecompress.steps.figures tradeoff --paper-table {input.table} --attack {params.attack}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -82,10 +84,38 @@ rule figure_roc:
     params:
         methods=lambda w: [m for m, *_ in model_labels(w.dataset)],
         densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
-        attack=config["evaluation"]["tradeoff_attack"],
+        # a panel each: the trade-off attack, then LiRA and RMIA where they are evaluated
+        attacks=[
+            attack
+            for attack in dict.fromkeys(
+                [config["evaluation"]["tradeoff_attack"], "lira", "rmia"]
+            )
+            if attack in config["evaluation"]["attacks"]
+        ],
+        bootstrap=config["evaluation"]["bootstrap"],
     shell:
         "python -m safecompress.steps.figures roc --scores {input} --method {params.methods}"
-        " --density {params.densities} --attack {params.attack} --out {output.png} > {log} 2>&1"
+        " --density {params.densities} --attack {params.attacks} --bootstrap {params.bootstrap}"
+        " --out {output.png} > {log} 2>&1"
+
+
+rule figure_layer_density:
+    input:
+        lambda w: [
+            results(f"{w.dataset}/{m}/density{d}/seed{s}/model.safetensors")
+            for m, d, s, _ in model_labels(w.dataset, dense=False)
+        ],
+    output:
+        **figure_outputs("{dataset}/layer_density", "layer_density"),
+    log:
+        results("logs/figures/{dataset}_layer_density.log"),
+    conda:
+        ENV
+    params:
+        labels=lambda w: [label for *_, label in model_labels(w.dataset, dense=False)],
+    shell:
+        "python -m safecompress.steps.figures layer_density --models {input}"
+        " --label {params.labels:q} --out {output.png} > {log} 2>&1"
 
 
 rule figure_ablation:

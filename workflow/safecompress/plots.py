@@ -5,10 +5,17 @@ Every figure is drawn under one style (`STYLE`) with one fixed colour and marker
 pandas tables and returns a `matplotlib.figure.Figure`; `save_figure` writes it as PNG and PDF.
 Figures are built without pyplot (rendered by the Agg and PDF backends), so they hold no global
 state and need no closing.
+
+Error bars are 95 % intervals read from the paper table (`safecompress.steps.summarize`): the
+Student-t interval over seeds, or with a single seed the model's own bootstrap (Wilson, for
+task accuracy) interval. ROC bands are pointwise stratified bootstrap intervals of TPR at each
+resolvable FPR (`roc_band`). A metric that is NaN (an FPR the non-members cannot resolve) is
+left out of every figure, never drawn as 0.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from itertools import cycle
@@ -22,10 +29,12 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from .intervals import BATCH_CELLS
 from .io import atomic_path
-from .metrics import roc_auc, roc_curve
+from .metrics import TPR_AT_FPR, membership_scores, roc_auc, roc_curve, tpr_at_fpr
 
 
 class MethodStyle(NamedTuple):
@@ -54,6 +63,7 @@ STYLE: Final = {
     "lines.markersize": 5,
     "errorbar.capsize": 2.5,
     "legend.frameon": False,
+    "hatch.linewidth": 0.6,
     "pdf.fonttype": 42,  # embed TrueType fonts so the PDF text stays editable
 }
 
@@ -82,19 +92,55 @@ CHANCE_LEVEL: Final = {
     "tpr_at_0.1pct_fpr": 0.001,
 }
 
+# Methods without a style of their own (METHOD_STYLE) take these, in name order.
+SPARE_STYLES: Final = (
+    ("#009E73", "v"),
+    ("#CC79A7", "P"),
+    ("#56B4E9", "X"),
+    ("#999999", "h"),
+    ("#F0E442", "*"),
+)
+
+# The tidy table of `safecompress.steps.summarize.seed_statistics` (paper_table.csv).
+PAPER_TABLE_COLUMNS: Final = (
+    "dataset",
+    "method",
+    "density",
+    "attack",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+)
 HISTORY_COLUMNS: Final = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
+LAYER_COLUMNS: Final = ("model", "method", "layer", "start", "end")
 SPLIT_LINESTYLE: Final = {"train": "-", "val": "--"}
 SPLIT_LABEL: Final = {"train": "train", "val": "validation"}
 MODEL_COLORS: Final = mpl.colormaps["tab10"].colors
 CHANCE_STYLE: Final = {"color": "0.55", "linestyle": ":", "linewidth": 1.2, "label": "Chance"}
 DENSE_REFERENCE_STYLE: Final = {"color": METHOD_STYLE["dense"].color, "linestyle": "--"}
+INTERVAL_STYLE: Final = {"fmt": "none", "elinewidth": 1.0, "capsize": 2.5}
+BAND_ALPHA: Final = 0.15
+DENSE_BAND_ALPHA: Final = 0.08
+NOTE_STYLE: Final = {"ha": "center", "va": "center", "fontsize": "small", "color": "0.35"}
+UNRESOLVED_NOTE: Final = "not resolvable:\ntoo few non-members for this FPR"
 
 DENSITY_LABEL: Final = "Density, fraction of weights kept (log; sparser →)"
 ACCURACY_LABEL: Final = "Task accuracy (%)"
+INTERVAL_NOTE: Final = "bars: 95 % intervals"
 PANEL_SIZE: Final = (4.2, 3.2)  # inches per subplot
 ROC_PANEL_SIZE: Final = (4.4, 4.4)  # square log-log axes above a one-column legend
+MAX_PANEL_COLUMNS: Final = 4  # more panels wrap onto further rows
 LEGEND_ENTRY_WIDTH: Final = 2.0  # inches a typical legend entry needs
-ROC_FPR_RANGE: Final = (1e-3, 1.0)
+# Methods at the same density sit side by side, this factor apart on the log density axis,
+# so that their error bars do not hide each other.
+DODGE: Final = 1.07
+DENSITY_MARGIN: Final = 1.25  # room beyond the densest and sparsest model on the density axis
+ROC_GRID_POINTS: Final = 60  # resolvable FPRs of the ROC band, spaced evenly on a log scale
+ROC_CONFIDENCE: Final = 0.95
+ROC_TPR_METRIC: Final = "tpr_at_1pct_fpr"  # the low-FPR number each ROC legend entry gives
+LAYER_ROW_HEIGHT: Final = 0.3  # inches per layer (one bar pair) of the layer-density figure
+LAYER_TEXT_INSIDE: Final = 0.25  # layer densities above this are written inside their bar
 PNG_DPI: Final = 150
 # No timestamp in the PDF, so redrawing the same results gives the same bytes.
 SAVE_METADATA: Final = {"png": None, "pdf": {"CreationDate": None}}
@@ -110,18 +156,59 @@ def _require_columns(table: pd.DataFrame, columns: Iterable[str]) -> None:
 
 
 def _methods_in(table: pd.DataFrame) -> list[str]:
-    """The methods present in `table`, in the fixed order of `METHOD_STYLE`."""
-    unknown = sorted(set(table["method"]) - METHOD_STYLE.keys())
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_STYLE)}"
-        )
-    return [method for method in METHOD_STYLE if (table["method"] == method).any()]
+    """The methods present in `table`: those of `METHOD_STYLE` in its order, then any other
+    in name order."""
+    present = set(map(str, table["method"]))
+    return [m for m in METHOD_STYLE if m in present] + sorted(present - METHOD_STYLE.keys())
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, MethodStyle]:
+    """The style of each method: its fixed one, or for a method without one (a defense added
+    later, say) a spare colour and marker in name order, so that it is drawn, not refused."""
+    names = sorted(set(map(str, methods)))
+    spare = cycle(SPARE_STYLES)
+    return {name: METHOD_STYLE.get(name) or MethodStyle(name, *next(spare)) for name in names}
+
+
+def _paper_rows(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The paper table's rows of `metrics` (the default variant of each method), checked."""
+    _require_columns(table, PAPER_TABLE_COLUMNS)
+    rows = table[table["metric"].isin(metrics)]
+    if "variant" in rows.columns:
+        rows = rows[rows["variant"] == "default"]
+    absent = [metric for metric in metrics if not (rows["metric"] == metric).any()]
+    if absent:
+        found = ", ".join(map(str, pd.unique(table["metric"])))
+        raise ValueError(f"no rows for metric(s) {', '.join(absent)}; found {found}")
+    return rows
+
+
+def _metric(rows: pd.DataFrame, metric: str, scale: float = 1.0) -> pd.DataFrame:
+    """One metric's mean and interval per method and density, scaled (e.g. to percent)."""
+    mine = rows[rows["metric"] == metric]
+    mine = mine.drop_duplicates(["dataset", "method", "density"])  # task_acc repeats per attack
+    values = mine[["mean", "ci_low", "ci_high"]].astype(float) * scale
+    return pd.concat([mine[["method", "density"]], values], axis=1).reset_index(drop=True)
+
+
+def _attacks_in(rows: pd.DataFrame) -> list[str]:
+    return list(pd.unique(rows["attack"]))
+
+
+def _rows_of_attack(table: pd.DataFrame, attack: str) -> pd.DataFrame:
+    rows = table[table["attack"] == attack]
+    if rows.empty:
+        known = ", ".join(map(str, pd.unique(table["attack"])))
+        raise ValueError(f"no rows for attack {attack!r}; available attacks: {known}")
+    return rows
 
 
 def pareto_front(auc: Sequence[float], accuracy: Sequence[float]) -> pd.DataFrame:
-    """Points no other point beats on both axes (lower AUC, higher accuracy), sorted by AUC."""
-    points = pd.DataFrame({"auc": auc, "accuracy": accuracy})
+    """Points no other point beats on both axes (lower AUC, higher accuracy), sorted by AUC.
+
+    Points with a NaN coordinate take no part (an unresolvable metric ranks nowhere).
+    """
+    points = pd.DataFrame({"auc": auc, "accuracy": accuracy}).dropna()
     points = points.sort_values(["auc", "accuracy"], ascending=[True, False])
     best_before = points["accuracy"].cummax().shift(fill_value=-np.inf)
     return points[points["accuracy"] > best_before]
@@ -143,14 +230,44 @@ def _panels(
     return figure, figure.subplots(nrows, ncols, squeeze=False, **share)
 
 
-def _style_density_axis(axes: Axes, densities: Iterable[float]) -> None:
-    """Log density axis, sparsest model on the right, ticks at the densities studied."""
+def _wrapped_panels(
+    blocks: Sequence[str], n_panels: int, panel_size: tuple[float, float] = PANEL_SIZE
+) -> tuple[Figure, list[list[Axes]]]:
+    """Per block (a data set), `n_panels` axes that wrap after `MAX_PANEL_COLUMNS` columns and
+    share one y axis, so that a block's panels compare at a glance; empty cells removed."""
+    columns = min(n_panels, MAX_PANEL_COLUMNS)
+    rows_per_block = math.ceil(n_panels / columns)
+    figure, grid = _panels(len(blocks) * rows_per_block, columns, panel_size)
+    panels = []
+    for block in range(len(blocks)):
+        cells = grid[block * rows_per_block : (block + 1) * rows_per_block].ravel()
+        for unused in cells[n_panels:]:
+            unused.remove()
+        mine = list(cells[:n_panels])
+        for index, axes in enumerate(mine[1:], start=1):
+            axes.sharey(mine[0])
+            if index % columns:
+                axes.tick_params(labelleft=False)
+        panels.append(mine)
+    return figure, panels
+
+
+def _has_panel_below(index: int, n_panels: int) -> bool:
+    """Whether panel `index` of a wrapped block has another panel under it."""
+    return index + min(n_panels, MAX_PANEL_COLUMNS) < n_panels
+
+
+def _style_density_axis(axes: Axes, densities: Iterable[float], label: bool = True) -> None:
+    """Log density axis, sparsest model on the right, ticks at the densities studied (the
+    limits leave room for the methods' side-by-side offsets, and hold without any data)."""
+    densities = sorted(set(densities))
     axes.set_xscale("log")
-    axes.xaxis.set_inverted(True)
-    axes.xaxis.set_major_locator(FixedLocator(sorted(set(densities))))
+    axes.set_xlim(densities[-1] * DENSITY_MARGIN, densities[0] / DENSITY_MARGIN)
+    axes.xaxis.set_major_locator(FixedLocator(densities))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda density, _: f"{density:g}"))
     axes.xaxis.set_minor_locator(NullLocator())
-    axes.set_xlabel(DENSITY_LABEL)
+    if label:
+        axes.set_xlabel(DENSITY_LABEL)
 
 
 def _legend_below(
@@ -180,116 +297,179 @@ def _legend_below(
     figure.legend(handles, labels, loc="outside lower center", ncols=columns)
 
 
-def _plot_against_density(axes: Axes, rows: pd.DataFrame, value: str) -> None:
-    """Seed mean ± sd of `value` per compressed method vs density; dense as a dashed line
-    with a shaded ± sd band."""
-    for method in _methods_in(rows):
-        style = METHOD_STYLE[method]
-        stats = _seed_mean_sd(rows[rows["method"] == method], ["density"], [value])
+def _interval_bars(
+    axes: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    color: str,
+    vertical: bool = True,
+) -> None:
+    """Bars from `low` to `high` at each point (vertical: at x, else horizontal at y), exactly
+    the interval's ends whether or not it is centred on the point; NaN intervals are skipped."""
+    x, y, low, high = (np.asarray(values, dtype=float) for values in (x, y, low, high))
+    shown = np.isfinite(x) & np.isfinite(y) & np.isfinite(low) & np.isfinite(high)
+    if not shown.any():
+        return
+    centre, half = (low + high)[shown] / 2, (high - low)[shown] / 2
+    if vertical:
+        axes.errorbar(x[shown], centre, yerr=half, ecolor=color, **INTERVAL_STYLE)
+    else:
+        axes.errorbar(centre, y[shown], xerr=half, ecolor=color, **INTERVAL_STYLE)
+
+
+def _note_if_empty(axes: Axes, values: Iterable[float], note: str = UNRESOLVED_NOTE) -> None:
+    """Say so in the panel when it has no value to draw (every mean NaN)."""
+    if not np.isfinite(np.asarray(list(values), dtype=float)).any():
+        axes.text(0.5, 0.5, note, transform=axes.transAxes, **NOTE_STYLE)
+
+
+def _plot_against_density(axes: Axes, points: pd.DataFrame, styles: dict[str, MethodStyle]) -> None:
+    """Mean and 95 % interval per compressed method vs density, methods side by side; dense as
+    a dashed line over its shaded interval. NaN means break the line and draw nothing."""
+    methods = _methods_in(points)
+    compressed = [method for method in methods if method != "dense"]
+    for method in methods:
+        style = styles[method]
+        mine = points[points["method"] == method].sort_values("density")
+        mean, low, high = (mine[column].to_numpy(float) for column in ("mean", "ci_low", "ci_high"))
         if method == "dense":
-            mean, sd = stats[f"{value}_mean"].iloc[0], stats[f"{value}_std"].iloc[0]
-            axes.axhline(mean, **DENSE_REFERENCE_STYLE, label=style.label)
-            if np.isfinite(sd):
-                axes.axhspan(mean - sd, mean + sd, color=style.color, alpha=0.08, linewidth=0)
-        else:
-            axes.errorbar(
-                stats["density"],
-                stats[f"{value}_mean"],
-                yerr=stats[f"{value}_std"],
-                color=style.color,
-                marker=style.marker,
-                label=style.label,
-            )
+            if np.isfinite(mean[0]):
+                axes.axhline(mean[0], **DENSE_REFERENCE_STYLE, label=style.label)
+            if np.isfinite(low[0]) and np.isfinite(high[0]):
+                axes.axhspan(
+                    low[0], high[0], color=style.color, alpha=DENSE_BAND_ALPHA, linewidth=0
+                )
+            continue
+        x = mine["density"].to_numpy(float) * DODGE ** (
+            compressed.index(method) - (len(compressed) - 1) / 2
+        )
+        axes.plot(x, mean, color=style.color, marker=style.marker, label=style.label)
+        _interval_bars(axes, x, mean, low, high, style.color)
 
 
-def _compressed_densities(summary: pd.DataFrame) -> pd.Series:
-    return summary.loc[summary["method"] != "dense", "density"]
-
-
-@mpl.rc_context(STYLE)
-def accuracy_vs_density(summary: pd.DataFrame) -> Figure:
-    """Task accuracy vs density, one panel per dataset; error bars are sd over seeds."""
-    _require_columns(summary, ["dataset", "method", "density", "seed", "task_acc"])
-    # The summary repeats each model's accuracy once per attack: keep one row per model.
-    models = summary.drop_duplicates(["dataset", "method", "density", "seed"])
-    models = models.assign(task_acc=100 * models["task_acc"])
-    datasets = list(pd.unique(models["dataset"]))
-    figure, axes_grid = _panels(1, len(datasets))
-    for axes, dataset in zip(axes_grid[0], datasets, strict=True):
-        _plot_against_density(axes, models[models["dataset"] == dataset], "task_acc")
-        _style_density_axis(axes, _compressed_densities(summary))
-        axes.set(title=dataset, ylabel=ACCURACY_LABEL)
-    _legend_below(figure)
-    return figure
+def _compressed_densities(table: pd.DataFrame) -> pd.Series:
+    return table.loc[table["method"] != "dense", "density"]
 
 
 @mpl.rc_context(STYLE)
-def attack_vs_density(summary: pd.DataFrame, metric: str = "auc") -> Figure:
-    """Attack `metric` vs density: rows are datasets, columns attacks; dotted line is chance."""
-    if metric not in METRIC_LABEL:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRIC_LABEL)}")
-    _require_columns(summary, ["dataset", "method", "density", "seed", "attack", metric])
-    datasets, attacks = list(pd.unique(summary["dataset"])), list(pd.unique(summary["attack"]))
-    figure, axes_grid = _panels(len(datasets), len(attacks), sharex=True, sharey="row")
-    for row, dataset in enumerate(datasets):
-        for column, attack in enumerate(attacks):
-            axes = axes_grid[row, column]
-            selected = (summary["dataset"] == dataset) & (summary["attack"] == attack)
-            _plot_against_density(axes, summary[selected], metric)
-            axes.axhline(CHANCE_LEVEL[metric], **CHANCE_STYLE)
-            _style_density_axis(axes, _compressed_densities(summary))
-            axes.set(title=f"{dataset}, {attack} attack", ylabel=METRIC_LABEL[metric])
-            axes.label_outer()
-    _legend_below(figure)
-    return figure
-
-
-@mpl.rc_context(STYLE)
-def tradeoff(summary: pd.DataFrame, attack: str) -> Figure:
-    """Task accuracy vs `attack` AUC per method and density (seed means), with the Pareto front."""
-    _require_columns(summary, ["dataset", "method", "density", "seed", "attack", "task_acc", "auc"])
-    rows = summary[summary["attack"] == attack]
-    if rows.empty:
-        known = ", ".join(map(str, pd.unique(summary["attack"])))
-        raise ValueError(f"no rows for attack {attack!r}; available attacks: {known}")
-    rows = rows.assign(task_acc=100 * rows["task_acc"])
+def accuracy_vs_density(table: pd.DataFrame) -> Figure:
+    """Task accuracy vs density, one panel per data set, from the paper table: mean and 95 %
+    interval (t over seeds, or one model's Wilson interval); dense as a reference band."""
+    rows = _paper_rows(table, ["task_acc"])
     datasets = list(pd.unique(rows["dataset"]))
     figure, axes_grid = _panels(1, len(datasets))
     for axes, dataset in zip(axes_grid[0], datasets, strict=True):
-        points = _seed_mean_sd(
-            rows[rows["dataset"] == dataset], ["method", "density"], ["auc", "task_acc"]
-        )
-        for method in _methods_in(points):
-            style = METHOD_STYLE[method]
-            mine = points[points["method"] == method]
-            axes.plot(
-                mine["auc_mean"],
-                mine["task_acc_mean"],
-                color=style.color,
-                marker=style.marker,
-                linestyle="none",
-                label=style.label,
-                zorder=3,
+        points = _metric(rows[rows["dataset"] == dataset], "task_acc", 100)
+        _plot_against_density(axes, points, method_styles(rows["method"]))
+        _style_density_axis(axes, _compressed_densities(rows))
+        axes.set(title=dataset, ylabel=ACCURACY_LABEL)
+    figure.suptitle(f"Task accuracy vs density\n({INTERVAL_NOTE}; band: dense model's)")
+    _legend_below(figure)
+    return figure
+
+
+@mpl.rc_context(STYLE)
+def attack_vs_density(table: pd.DataFrame, metric: str = "auc") -> Figure:
+    """Attack `metric` vs density from the paper table, a panel per data set and attack (wrapped
+    after four columns, one y axis per data set); bars are 95 % intervals, dotted line chance.
+    An unresolvable (NaN) value is left out; a panel without any says so."""
+    if metric not in METRIC_LABEL:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRIC_LABEL)}")
+    rows = _paper_rows(table, [metric])
+    datasets, attacks = list(pd.unique(rows["dataset"])), _attacks_in(rows)
+    figure, panels = _wrapped_panels(datasets, len(attacks))
+    for dataset, block in zip(datasets, panels, strict=True):
+        for index, (axes, attack) in enumerate(zip(block, attacks, strict=True)):
+            selected = (rows["dataset"] == dataset) & (rows["attack"] == attack)
+            points = _metric(rows[selected], metric)
+            _plot_against_density(axes, points, method_styles(rows["method"]))
+            axes.axhline(CHANCE_LEVEL[metric], **CHANCE_STYLE)
+            _note_if_empty(axes, points["mean"])
+            _style_density_axis(
+                axes, _compressed_densities(rows), label=not _has_panel_below(index, len(attacks))
             )
-            for point in mine.itertuples():
-                axes.annotate(
-                    f"{point.density:g}",
-                    (point.auc_mean, point.task_acc_mean),
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                    fontsize="x-small",
-                    color=style.color,
-                )
-        front = pareto_front(points["auc_mean"], points["task_acc_mean"])
-        axes.step(front["auc"], front["accuracy"], where="post", color="0.4", label="Pareto front")
-        axes.axvline(CHANCE_LEVEL["auc"], **CHANCE_STYLE)
-        axes.set(title=dataset, xlabel=f"Attack AUC ({attack} attack)", ylabel=ACCURACY_LABEL)
+            axes.set(title=f"{dataset}, {attack} attack")
+            if index % MAX_PANEL_COLUMNS == 0:
+                axes.set_ylabel(METRIC_LABEL[metric])
     figure.suptitle(
-        f"Accuracy vs. membership leakage, {attack} attack\n"
-        "(up-left is better; numbers are densities)"
+        f"{METRIC_LABEL[metric]} vs density ({INTERVAL_NOTE}, band: dense model's; lower is safer)"
     )
     _legend_below(figure)
     return figure
+
+
+TRADEOFF_AXES: Final = (("auc", "Attack AUC"), ("tpr_at_1pct_fpr", "Attack TPR at 1% FPR"))
+
+
+@mpl.rc_context(STYLE)
+def tradeoff(table: pd.DataFrame, attack: str) -> Figure:
+    """Task accuracy vs the `attack`'s AUC (left) and TPR at 1% FPR (right), one marker per
+    method and density with 95 % intervals on both axes; the Pareto set (lower leakage, higher
+    accuracy) is ringed and joined. Rows are data sets."""
+    rows = _paper_rows(
+        _rows_of_attack(table, attack), ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
+    )
+    datasets = list(pd.unique(rows["dataset"]))
+    figure, axes_grid = _panels(len(datasets), len(TRADEOFF_AXES))
+    for row, dataset in enumerate(datasets):
+        mine = rows[rows["dataset"] == dataset]
+        accuracy = _metric(mine, "task_acc", 100)
+        for column, (metric, label) in enumerate(TRADEOFF_AXES):
+            axes = axes_grid[row, column]
+            points = _metric(mine, metric).merge(
+                accuracy, on=["method", "density"], suffixes=("_x", "_y")
+            )
+            _plot_tradeoff_points(axes, points, method_styles(rows["method"]))
+            front = pareto_front(points["mean_x"], points["mean_y"])
+            axes.step(front["auc"], front["accuracy"], where="post", color="0.4", zorder=1)
+            axes.scatter(
+                front["auc"],
+                front["accuracy"],
+                s=130,
+                facecolors="none",
+                edgecolors="0.3",
+                linewidths=1.1,
+                label="Pareto set",
+                zorder=4,
+            )
+            axes.axvline(CHANCE_LEVEL[metric], **CHANCE_STYLE)
+            _note_if_empty(axes, points["mean_x"])
+            axes.set(
+                title=f"{dataset}: {label.removeprefix('Attack ')}",
+                xlabel=f"{label} ({attack} attack)",
+                ylabel=ACCURACY_LABEL if column == 0 else None,
+            )
+    figure.suptitle(
+        f"Accuracy vs. membership leakage, {attack} attack\n"
+        f"(up-left is better; numbers are densities; {INTERVAL_NOTE})"
+    )
+    _legend_below(figure)
+    return figure
+
+
+def _plot_tradeoff_points(axes: Axes, points: pd.DataFrame, styles: dict[str, MethodStyle]) -> None:
+    """Each method's (leakage, accuracy) points with both intervals, labelled by density; a
+    point whose leakage is NaN is left out."""
+    for method in _methods_in(points):
+        style = styles[method]
+        mine = points[(points["method"] == method) & np.isfinite(points["mean_x"])]
+        if mine.empty:
+            continue
+        x, y = mine["mean_x"].to_numpy(float), mine["mean_y"].to_numpy(float)
+        axes.plot(x, y, color=style.color, marker=style.marker, linestyle="none", label=style.label)
+        _interval_bars(axes, x, y, mine["ci_low_x"], mine["ci_high_x"], style.color, False)
+        _interval_bars(axes, x, y, mine["ci_low_y"], mine["ci_high_y"], style.color, True)
+        for point in mine.itertuples():
+            axes.annotate(
+                f"{point.density:g}",
+                (point.mean_x, point.mean_y),
+                xytext=(7, 4),
+                textcoords="offset points",
+                fontsize="x-small",
+                color=style.color,
+            )
 
 
 @mpl.rc_context(STYLE)
@@ -316,44 +496,259 @@ def training_curves(histories: pd.DataFrame) -> Figure:
     return figure
 
 
+class RocBand(NamedTuple):
+    """TPR at each FPR of a grid: the point estimate and a pointwise bootstrap interval."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def roc_fpr_grid(n_nonmembers: int, n_points: int = ROC_GRID_POINTS) -> np.ndarray:
+    """FPRs that `n_nonmembers` resolve, k / n_nonmembers for k from 1 to all of them, spaced
+    evenly on a log scale (about `n_points` of them; fewer when there are few non-members)."""
+    if n_nonmembers < 1:
+        raise ValueError(f"the ROC needs non-members, got {n_nonmembers}")
+    false_positives = np.unique(np.rint(np.geomspace(1, n_nonmembers, n_points)).astype(int))
+    return false_positives / n_nonmembers
+
+
+def resampled_tpr_curve(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    member_idx: np.ndarray,
+    nonmember_idx: np.ndarray,
+    fprs: np.ndarray,
+) -> np.ndarray:
+    """TPR at FPR <= f for each f of `fprs` (columns) in each resample (a row of each index
+    matrix): `metrics.tpr_at_fpr` for many resamples and FPRs at once.
+
+    With k false positives allowed, the best ROC point flags every score strictly above the
+    (k+1)-th largest non-member score (all of them when k is every non-member). Scores become
+    integer codes of their rank among the distinct values, so each row is sorted once and one
+    `searchsorted` over all rows (offset by row) counts the members at or below each threshold.
+    """
+    member_idx, nonmember_idx = np.atleast_2d(member_idx), np.atleast_2d(nonmember_idx)
+    n_resamples, n_members = member_idx.shape
+    n_nonmembers = nonmember_idx.shape[1]
+    _, codes = np.unique(np.r_[member_scores, nonmember_scores], return_inverse=True)
+    n_values = int(codes.max()) + 1
+    member_codes, nonmember_codes = codes[: len(member_scores)], codes[len(member_scores) :]
+    # k allowed false positives per FPR, computed as the ROC's FPRs are (k / n_nonmembers).
+    allowed = np.searchsorted(np.arange(n_nonmembers + 1) / n_nonmembers, fprs, side="right") - 1
+    nonmembers = np.sort(nonmember_codes[nonmember_idx], axis=1)
+    column = np.clip(n_nonmembers - 1 - allowed, 0, None)
+    # Codes shift by one so that "flag everyone" is threshold -1 -> 0, below every member.
+    thresholds = np.where(allowed < n_nonmembers, nonmembers[:, column] + 1, 0)
+    row = np.arange(n_resamples)[:, None]
+    offsets = row * (n_values + 1)  # rows occupy disjoint ranges of one sorted array
+    members = (np.sort(member_codes[member_idx], axis=1) + 1 + offsets).ravel()
+    found = np.searchsorted(members, (thresholds + offsets).ravel(), side="right")
+    at_or_below = found.reshape(n_resamples, len(allowed)) - row * n_members
+    return 1 - at_or_below / n_members
+
+
+def roc_band(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int | np.random.Generator = 0,
+    confidence: float = ROC_CONFIDENCE,
+    fprs: np.ndarray | None = None,
+) -> RocBand:
+    """TPR at each FPR of `fprs` (default: `roc_fpr_grid`) and its pointwise percentile
+    bootstrap interval, members and non-members resampled separately (stratified, as
+    `safecompress.intervals` does), so every resample resolves the same FPRs. An FPR below
+    1 / (number of non-members) cannot be measured and is refused."""
+    is_member, scores = membership_scores(is_member, scores)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    members, nonmembers = scores[is_member], scores[~is_member]
+    n_members, n_nonmembers = len(members), len(nonmembers)
+    fprs = roc_fpr_grid(n_nonmembers) if fprs is None else np.asarray(fprs, dtype=float)
+    if (fprs < 1 / n_nonmembers).any() or (fprs > 1).any():
+        raise ValueError(
+            f"FPRs must lie in [1/{n_nonmembers}, 1]: {n_nonmembers} non-members resolve no "
+            "smaller FPR"
+        )
+    point = resampled_tpr_curve(
+        members, nonmembers, np.arange(n_members), np.arange(n_nonmembers), fprs
+    )[0]
+    rng = np.random.default_rng(seed)
+    batch = max(1, BATCH_CELLS // (n_members + n_nonmembers))
+    curves = []
+    for start in range(0, n_resamples, batch):
+        size = min(batch, n_resamples - start)
+        member_idx = rng.integers(0, n_members, (size, n_members))
+        nonmember_idx = rng.integers(0, n_nonmembers, (size, n_nonmembers))
+        curves.append(resampled_tpr_curve(members, nonmembers, member_idx, nonmember_idx, fprs))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.concatenate(curves), [tail, 1 - tail], axis=0)
+    return RocBand(fprs, point, low, high)
+
+
+def _format_rate(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.3f}"
+
+
 @mpl.rc_context(STYLE)
-def roc_curves(scores: pd.DataFrame, attack: str) -> Figure:
-    """Log-log ROC of the `attack` per method and density, scored by `safecompress.metrics`."""
-    score = f"score_{attack}"
-    _require_columns(scores, ["method", "density", "set", score])
+def roc_curves(
+    scores: pd.DataFrame,
+    attacks: str | Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Figure:
+    """Log-log ROC of each attack (a panel each) per method and density, from the per-sample
+    scores through `safecompress.metrics`, over its shaded pointwise 95 % bootstrap band.
+
+    The FPR axis starts at 1 / (number of non-members), the smallest FPR they resolve; below
+    it nothing is measured and nothing is drawn. Each panel's legend gives every curve's AUC
+    and TPR at 1% FPR (n/a where the non-members cannot resolve it).
+    """
+    attacks = [attacks] if isinstance(attacks, str) else list(attacks)
+    if not attacks:
+        raise ValueError("no attack to draw; give at least one")
+    _require_columns(scores, ["method", "density", "set", *(f"score_{a}" for a in attacks)])
     unknown_sets = sorted(set(scores["set"]) - {"member", "non-member"})
     if unknown_sets:
         raise ValueError(f"column set has {unknown_sets}; expected 'member' or 'non-member'")
-    figure, axes_grid = _panels(1, 1, ROC_PANEL_SIZE)
-    axes = axes_grid[0, 0]
-    for method in _methods_in(scores):
-        style = METHOD_STYLE[method]
-        by_method = scores[scores["method"] == method]
-        for density in sorted(pd.unique(by_method["density"]), reverse=True):
-            model = by_method[by_method["density"] == density]
+    models = [
+        (method, density)
+        for method in _methods_in(scores)
+        for density in sorted(pd.unique(scores.loc[scores["method"] == method, "density"]))[::-1]
+    ]
+    styles = method_styles(scores["method"])
+    figure, panels = _wrapped_panels(["roc"], len(attacks), ROC_PANEL_SIZE)
+    for index, (axes, attack) in enumerate(zip(panels[0], attacks, strict=True)):
+        smallest_fpr, smallest_tpr = 1.0, 1.0
+        for method, density in models:
+            model = scores[(scores["method"] == method) & (scores["density"] == density)]
             is_member = (model["set"] == "member").to_numpy()
-            fpr, tpr, _ = roc_curve(is_member, model[score].to_numpy())
-            auc = roc_auc(is_member, model[score].to_numpy())
+            values = model[f"score_{attack}"].to_numpy()
+            n_nonmembers, n_members = np.count_nonzero(~is_member), np.count_nonzero(is_member)
+            smallest_fpr = min(smallest_fpr, 1 / n_nonmembers)
+            smallest_tpr = min(smallest_tpr, 1 / n_members)
+            fpr, tpr, _ = roc_curve(is_member, values)
+            measured = fpr >= 1 / n_nonmembers
+            band = roc_band(is_member, values, n_resamples, seed)
+            style = styles[method]
+            low_fpr_tpr = tpr_at_fpr(is_member, values, TPR_AT_FPR[ROC_TPR_METRIC])
+            axes.fill_between(
+                band.fpr, band.low, band.high, color=style.color, alpha=BAND_ALPHA, linewidth=0
+            )
             axes.plot(
-                fpr,
-                tpr,
+                fpr[measured],
+                tpr[measured],
                 color=style.color,
                 marker=style.marker,
                 markevery=0.1,
-                label=f"{style.label}, d={density:g} (AUC {auc:.3f})",
+                label=(
+                    f"{style.label}, d={density:g}: AUC {roc_auc(is_member, values):.3f}, "
+                    f"TPR@1%FPR {_format_rate(low_fpr_tpr)}"
+                ),
             )
-    axes.plot(ROC_FPR_RANGE, ROC_FPR_RANGE, **CHANCE_STYLE)
-    axes.set(
-        xscale="log",
-        yscale="log",
-        xlim=ROC_FPR_RANGE,
-        ylim=ROC_FPR_RANGE,
-        aspect="equal",
-        title=f"ROC, {attack} attack",
-        xlabel="False positive rate (log)",
-        ylabel="True positive rate (log)",
+        axes.plot([smallest_fpr, 1], [smallest_fpr, 1], **CHANCE_STYLE)
+        axes.set(
+            xscale="log",
+            yscale="log",
+            xlim=(smallest_fpr, 1.0),
+            ylim=(smallest_tpr / 2, 1.0),
+            title=f"{attack} attack",
+            xlabel=f"False positive rate (log, from 1/{round(1 / smallest_fpr)})",
+            ylabel="True positive rate (log)" if index == 0 else None,
+        )
+        axes.tick_params(labelleft=True)
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
+    figure.suptitle("Log-log ROC of membership inference (shaded: pointwise 95 % bootstrap band)")
+    return figure
+
+
+def _layer_names(layers: Sequence[str]) -> list[str]:
+    """Layer names without the dotted prefix they all share (e.g. `network.`)."""
+    parts = [str(layer).split(".") for layer in layers]
+    shared = 0
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+        shared += 1
+    return [".".join(p[shared:]) for p in parts]
+
+
+def _annotate_layer(axes: Axes, y: float, start: float, end: float) -> None:
+    """The pair's densities as text: beside the longer bar, or inside it near density 1."""
+    text = f"{end:.3g}" if f"{start:.3g}" == f"{end:.3g}" else f"{start:.3g} → {end:.3g}"
+    longest = max(start, end)
+    inside = longest > LAYER_TEXT_INSIDE
+    axes.annotate(
+        text,
+        (longest, y),
+        xytext=(-3 if inside else 3, 0),
+        textcoords="offset points",
+        ha="right" if inside else "left",
+        va="center",
+        fontsize="x-small",
+        bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.7, "linewidth": 0},
     )
-    _legend_below(figure, max_columns=1)
+
+
+@mpl.rc_context(STYLE)
+def layer_density(layers: pd.DataFrame) -> Figure:
+    """Every prunable layer's density at the start (hatched, the ERK allocation) and at the
+    end of training (solid), one panel per model, first layer on top, on a log axis; the
+    dashed line is the model's overall density when given (`overall` column).
+
+    `layers` has one row per model and layer: model (its label), method, layer, start, end,
+    and optionally `shape` (e.g. "64x256", shown with the layer name) and `overall`.
+    """
+    _require_columns(layers, LAYER_COLUMNS)
+    models = list(pd.unique(layers["model"]))
+    if not models:
+        raise ValueError("no layers to draw")
+    densities = layers[["start", "end"]].astype(float).to_numpy()
+    if not ((densities > 0) & (densities <= 1)).all():
+        raise ValueError("layer densities must lie in (0, 1]")
+    per_model = [layers[layers["model"] == model] for model in models]
+    n_layers = max(len(rows) for rows in per_model)
+    same_layers = all(
+        rows["layer"].tolist() == per_model[0]["layer"].tolist() for rows in per_model
+    )
+    height = max(2.4, 1.2 + LAYER_ROW_HEIGHT * n_layers)
+    figure, panels = _wrapped_panels(["layers"], len(models), (4.2, height))
+    lowest = float(densities.min())
+    styles = method_styles(layers["method"])
+    for index, (axes, model, rows) in enumerate(zip(panels[0], models, per_model, strict=True)):
+        style = styles[str(rows["method"].iloc[0])]
+        y = np.arange(len(rows))
+        axes.barh(y - 0.2, rows["start"], height=0.4, color=style.color, alpha=0.3, hatch="///")
+        axes.barh(y + 0.2, rows["end"], height=0.4, color=style.color)
+        for position, start, end in zip(y, rows["start"], rows["end"], strict=True):
+            _annotate_layer(axes, position, float(start), float(end))
+        names = _layer_names(rows["layer"])
+        if "shape" in rows.columns:
+            names = [f"{name} ({shape})" for name, shape in zip(names, rows["shape"], strict=True)]
+        axes.set_yticks(y, names)
+        axes.set_ylim(len(rows) - 0.5, -0.5)  # first layer on top
+        axes.tick_params(axis="y", which="both", length=0, labelleft=index == 0 or not same_layers)
+        axes.grid(axis="y", visible=False)
+        if "overall" in rows.columns:
+            axes.axvline(float(rows["overall"].iloc[0]), **DENSE_REFERENCE_STYLE, linewidth=1.2)
+        axes.set(
+            xscale="log",
+            xlim=(10 ** math.floor(math.log10(lowest / 1.5)), 1.0),
+            title=str(model),
+            xlabel="Layer density (fraction kept, log)",
+            ylabel="Prunable layer (weight shape)" if index == 0 else None,
+        )
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda density, _: f"{density:g}"))
+    handles: list[Artist] = [
+        Patch(facecolor="0.5", alpha=0.3, hatch="///", label="start of training (ERK)"),
+        Patch(facecolor="0.4", label="end of training"),
+    ]
+    if "overall" in layers.columns:
+        handles.append(Line2D([], [], **DENSE_REFERENCE_STYLE, label="overall density"))
+    figure.suptitle("Layer-wise density of the final sparse models")
+    _legend_below(figure, handles)
     return figure
 
 

@@ -1,21 +1,25 @@
-"""Step 6: draw one figure of the paper from the result tables.
+"""Step 6: draw one figure of the paper from the result tables and model files.
 
-    python -m safecompress.steps.figures accuracy --summary results/tables/summary.csv \\
-        --out results/figures/accuracy.png
-    python -m safecompress.steps.figures attack --summary results/tables/summary.csv --metric auc \\
-        --out results/figures/attack_auc.png
-    python -m safecompress.steps.figures tradeoff --summary results/tables/summary.csv \\
-        --attack loss --out results/figures/tradeoff_loss.png
+    python -m safecompress.steps.figures accuracy \\
+        --paper-table results/tables/paper_table.csv --out results/figures/accuracy.png
+    python -m safecompress.steps.figures attack --paper-table results/tables/paper_table.csv \\
+        --metric auc --out results/figures/attack_auc.png
+    python -m safecompress.steps.figures tradeoff --paper-table results/tables/paper_table.csv \\
+        --attack rmia --out results/figures/tradeoff.png
     python -m safecompress.steps.figures training --history DENSE/history.csv SAFE/history.csv \\
         --label "dense d=1.0" "safecompress d=0.1" --out results/figures/training.png
     python -m safecompress.steps.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
-        --method dense safecompress --density 1.0 0.1 --attack loss \\
-        --out results/figures/roc_loss.png
+        --method dense safecompress --density 1.0 0.1 --attack rmia lira \\
+        --out results/figures/roc.png
+    python -m safecompress.steps.figures layer_density --models SAFE/model.safetensors \\
+        --label "safecompress d=0.1" --out results/figures/layer_density.png
     python -m safecompress.steps.figures ablation --table results/tables/ablation.csv \\
         --attack loss --out results/figures/ablation.png
     python -m safecompress.steps.figures candidates --updates SAFE/updates.csv \\
         --out results/figures/candidates.png
 
+The paper table (safecompress.steps.summarize) gives each mean its 95 % interval: the t-interval
+over seeds, or with one seed the model's bootstrap interval; the figures draw those as bars.
 Every figure is written twice: the --out PNG (150 dpi) and a PDF with the same stem.
 A missing file or column, or an attack the tables lack, ends in one line naming it (exit code 2).
 """
@@ -23,23 +27,28 @@ A missing file or column, or an attack the tables lack, ends in one line naming 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import safetensors
 from matplotlib.figure import Figure
 
 from .. import plots
 from ..io import read_csv
 from . import cli
 
+LAYER_DENSITY_KEYS = ("layer_density_start", "layer_density_end")
 
-def _from_summary(path: Path, draw: Callable[..., Figure], *options: str) -> Figure:
-    """Draw from the summary table, naming the file in any complaint about its content."""
-    summary = read_csv(path)
+
+def _from_table(path: Path, draw: Callable[..., Figure], *options: Any) -> Figure:
+    """Draw from a result table, naming the file in any complaint about its content."""
+    table = read_csv(path)
     try:
-        return draw(summary, *options)
+        return draw(table, *options)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
 
@@ -52,27 +61,77 @@ def _require_one_per_file(**values: Sequence) -> None:
         raise ValueError(f"got {given}; give one value per input file to each")
 
 
-def _read_scores(path: Path, attack: str) -> pd.DataFrame:
+def _read_scores(path: Path, attacks: Sequence[str]) -> pd.DataFrame:
     """One model's per-sample attack scores, refusing an attack the file does not score."""
     scores = read_csv(path, ("set",))
-    if f"score_{attack}" not in scores.columns:
+    absent = [attack for attack in attacks if f"score_{attack}" not in scores.columns]
+    if absent:
         scored = [name.removeprefix("score_") for name in scores if name.startswith("score_")]
-        raise ValueError(
-            f"{path}: no column score_{attack}; pass --attack one of {', '.join(scored)}"
-        )
+        columns = ", ".join(f"score_{attack}" for attack in absent)
+        raise ValueError(f"{path}: no column {columns}; pass --attack of {', '.join(scored)}")
     return scores
 
 
+def read_layer_density(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """A compressed model's metadata and the shape of each layer's weight, from the header of
+    its safetensors file (no weights are loaded)."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            meta = json.loads(handle.metadata()["meta"])
+            shapes = {
+                key.removesuffix(".weight"): handle.get_slice(key).get_shape()
+                for key in handle.keys()  # noqa: SIM118 (a handle, not a dict)
+                if key.endswith(".weight")
+            }
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{path}: no such model file; rerun the rule that makes it"
+        ) from err
+    except (safetensors.SafetensorError, KeyError, TypeError, json.JSONDecodeError) as err:
+        reason = " ".join(str(err).split())  # one line, whatever the library says
+        raise ValueError(
+            f"{path}: not a readable SafeCompress model file ({reason}); delete it and rerun"
+        ) from err
+    absent = [key for key in LAYER_DENSITY_KEYS if not isinstance(meta.get(key), dict)]
+    if absent:
+        raise ValueError(
+            f"{path}: no {' or '.join(absent)} in its metadata; pass a compressed model's file"
+        )
+    start, end = (meta[key] for key in LAYER_DENSITY_KEYS)
+    if start.keys() != end.keys():
+        raise ValueError(f"{path}: layer_density_start and layer_density_end name other layers")
+    return meta, shapes
+
+
+def layer_table(path: Path, label: str) -> pd.DataFrame:
+    """One row per prunable layer of the model file: its density at the start and the end."""
+    meta, shapes = read_layer_density(path)
+    start, end = (meta[key] for key in LAYER_DENSITY_KEYS)
+    rows = [
+        {
+            "model": label,
+            "method": meta.get("method", ""),
+            "layer": layer,
+            "shape": "×".join(map(str, shapes.get(layer, []))),
+            "start": start[layer],
+            "end": end[layer],
+            "overall": meta.get("density_measured", float("nan")),
+        }
+        for layer in start
+    ]
+    return pd.DataFrame(rows)
+
+
 def draw_accuracy(args: argparse.Namespace) -> Figure:
-    return _from_summary(args.summary, plots.accuracy_vs_density)
+    return _from_table(args.paper_table, plots.accuracy_vs_density)
 
 
 def draw_attack(args: argparse.Namespace) -> Figure:
-    return _from_summary(args.summary, plots.attack_vs_density, args.metric)
+    return _from_table(args.paper_table, plots.attack_vs_density, args.metric)
 
 
 def draw_tradeoff(args: argparse.Namespace) -> Figure:
-    return _from_summary(args.summary, plots.tradeoff, args.attack)
+    return _from_table(args.paper_table, plots.tradeoff, args.attack)
 
 
 def draw_training(args: argparse.Namespace) -> Figure:
@@ -90,11 +149,19 @@ def draw_roc(args: argparse.Namespace) -> Figure:
         _read_scores(path, args.attack).assign(method=method, density=density)
         for path, method, density in zip(args.scores, args.method, args.density, strict=True)
     ]
-    return plots.roc_curves(pd.concat(tables, ignore_index=True), args.attack)
+    return plots.roc_curves(
+        pd.concat(tables, ignore_index=True), args.attack, args.bootstrap, args.seed
+    )
+
+
+def draw_layer_density(args: argparse.Namespace) -> Figure:
+    _require_one_per_file(models=args.models, label=args.label)
+    tables = [layer_table(path, label) for path, label in zip(args.models, args.label, strict=True)]
+    return plots.layer_density(pd.concat(tables, ignore_index=True))
 
 
 def draw_ablation(args: argparse.Namespace) -> Figure:
-    return _from_summary(args.table, plots.ablation, args.attack)
+    return _from_table(args.table, plots.ablation, args.attack)
 
 
 def draw_candidates(args: argparse.Namespace) -> Figure:
@@ -115,19 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    summary_help = "summary table written by safecompress.summarize"
+    def paper_table(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--paper-table",
+            required=True,
+            type=Path,
+            help="paper_table.csv written by safecompress.steps.summarize (means, intervals)",
+        )
+
     accuracy = figure("accuracy", draw_accuracy, "task accuracy vs density, per data set")
-    accuracy.add_argument("--summary", required=True, type=Path, help=summary_help)
+    paper_table(accuracy)
 
     attack = figure("attack", draw_attack, "attack metric vs density, per data set and attack")
-    attack.add_argument("--summary", required=True, type=Path, help=summary_help)
+    paper_table(attack)
     attack.add_argument(
         "--metric", default="auc", choices=list(plots.METRIC_LABEL), help="attack metric to plot"
     )
 
-    tradeoff = figure("tradeoff", draw_tradeoff, "task accuracy vs attack AUC, Pareto front")
-    tradeoff.add_argument("--summary", required=True, type=Path, help=summary_help)
-    tradeoff.add_argument("--attack", required=True, help="attack whose AUC is the x axis")
+    tradeoff = figure(
+        "tradeoff", draw_tradeoff, "task accuracy vs attack AUC and TPR at 1%% FPR, Pareto set"
+    )
+    paper_table(tradeoff)
+    tradeoff.add_argument("--attack", required=True, help="attack whose leakage is the x axis")
 
     training = figure("training", draw_training, "loss and accuracy per epoch, per model")
     training.add_argument(
@@ -137,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label", required=True, nargs="+", help="legend label of each model, in order"
     )
 
-    roc = figure("roc", draw_roc, "log-log ROC curves of one attack, per model")
+    roc = figure("roc", draw_roc, "log-log ROC curves with bootstrap bands, a panel per attack")
     roc.add_argument(
         "--scores", required=True, nargs="+", type=Path, help="scores.csv of each model"
     )
@@ -145,13 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         required=True,
         nargs="+",
-        choices=list(plots.METHOD_STYLE),
-        help="method of each model, in order",
+        help="method of each model, in order (sets its colour and marker)",
     )
     roc.add_argument(
         "--density", required=True, nargs="+", type=float, help="density of each model, in order"
     )
-    roc.add_argument("--attack", required=True, help="attack whose scores to plot")
+    roc.add_argument(
+        "--attack", required=True, nargs="+", help="attacks whose scores to plot, a panel each"
+    )
+    roc.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples of the pointwise ROC band"
+    )
+    roc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+
+    layers = figure(
+        "layer_density", draw_layer_density, "per-layer density at start and end, per model"
+    )
+    layers.add_argument(
+        "--models", required=True, nargs="+", type=Path, help="model.safetensors of each model"
+    )
+    layers.add_argument(
+        "--label", required=True, nargs="+", help="panel title of each model, in order"
+    )
 
     ablation = figure("ablation", draw_ablation, "SafeCompress ablations: lambda, N, strategies")
     ablation.add_argument(
