@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -68,16 +69,41 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+# A term of the training loss: (logits, labels) of the batch -> scalar tensor.
+Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Regularizer(Protocol):
+    """A term added to the cross-entropy of every step, with state of its own, e.g.
+    `adversarial.AdversarialRegularizer`. `step(model)` is entered before the step's forward
+    pass (work with the model frozen goes there) and yields the penalty; the state is saved
+    in `fit`'s checkpoint."""
+
+    def step(self, model: nn.Module) -> AbstractContextManager[Penalty]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    regularizer: Regularizer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step; returns the batch's summed loss and number correct (on device,
-    so the loop never waits for the GPU)."""
+    """One optimiser step on the cross-entropy, plus the regulariser's penalty if one is
+    given; returns the batch's summed cross-entropy (the task loss, without the penalty) and
+    number correct (on device, so the loop never waits for the GPU)."""
     model.train()
-    logits = forward(model, x)
-    loss = F.cross_entropy(logits, y)
+    regularized = regularizer.step(model) if regularizer is not None else nullcontext()
+    with regularized as penalty:
+        logits = forward(model, x)
+        loss = F.cross_entropy(logits, y)
+        objective = loss if penalty is None else loss + penalty(logits, y)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     optimizer.step()
     return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
@@ -101,6 +127,7 @@ def fit(
     optimizer: tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR] | None = None,
     checkpoint: Checkpoint | None = None,
     stateful: dict[str, Any] | None = None,
+    regularizer: Regularizer | None = None,
 ) -> pd.DataFrame:
     """Train `model` for `spec.epochs`; return one history row per epoch.
 
@@ -109,10 +136,14 @@ def fit(
     (model with masks, optimiser, schedule, random generators, history, and every object in
     `stateful`, e.g. the candidate log) is saved after each epoch, and a run that finds a
     checkpoint of its own resumes from it and ends exactly as an uninterrupted run would.
+    A `regularizer` adds its penalty to every step's loss (history losses stay the task's
+    cross-entropy) and is checkpointed as `stateful["regularizer"]`.
     """
     optimizer_, scheduler = optimizer or make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(seed)
-    stateful = stateful or {}
+    stateful = dict(stateful or {})
+    if regularizer is not None:
+        stateful["regularizer"] = regularizer
     rows: list[dict[str, float]] = []
     step, first_epoch = 0, 1
     state = checkpoint.load() if checkpoint else None
@@ -132,7 +163,7 @@ def fit(
         seen = 0
         progress = Progress(epoch, spec.epochs, train.steps_per_epoch)
         for done, (x, y) in enumerate(train.epoch(generator), start=1):
-            loss, n_correct = train_step(model, optimizer_, x, y)
+            loss, n_correct = train_step(model, optimizer_, x, y, regularizer)
             loss_sum += loss
             correct += n_correct
             seen += len(y)
