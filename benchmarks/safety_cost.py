@@ -4,8 +4,9 @@
 
 Both methods train the same model for the same epochs on the default data, in this process
 (no interpreter or import start-up in the timing), alternating, `--repeats` times; the median
-of the per-repeat ratios is compared.
-Target: ratio <= 1.25 with N = 4 candidates.
+of the per-repeat ratios is compared. SafeCompress's kept candidate takes exactly DST's SGD
+steps; the cost is the losing candidates' look-ahead steps and the safety tests.
+Target: ratio <= 1.3 with the config's strategies and look-ahead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from safecompress.io import write_csv
 from safecompress.pools import load_pool
 from safecompress.splits import load_data, make_split
 
-TARGET_RATIO = 1.25
+TARGET_RATIO = 1.3
 
 
 def main() -> None:
@@ -59,13 +60,15 @@ def main() -> None:
                 methods.COMPRESSORS[method](job, **sections)
                 times.append(time.perf_counter() - start)
 
-    n = len(config["safecompress"]["strategies"])
+    section = config["safecompress"]
+    n = len(section["strategies"])
     ratio = statistics.median(
         safe / dst for safe, dst in zip(runs["safecompress"], runs["dst"], strict=True)
     )
     print(
         f"data {args.dataset}, density {args.density}, {config['train']['epochs']} epochs, "
-        f"N = {n} candidates, candidate_steps = {config['safecompress']['candidate_steps']}, "
+        f"N = {n} candidates, lookahead = {section['lookahead']}, safety score "
+        f"{section['safety_score']} on {section['probe_size']} samples, "
         f"update_interval = {config['sparse']['update_interval']}"
     )
     for method, times in runs.items():

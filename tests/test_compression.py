@@ -1,23 +1,29 @@
 """Mask updates during training: DST, and SafeCompress's candidates, safety test and selection."""
 
 import dataclasses
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from helpers import SHORT_TRAINING
-from safecompress.batches import TrainBatches
+from safecompress import methods
+from safecompress.checkpoint import Checkpoint
 from safecompress.loop import fit, make_optimizer
-from safecompress.mask_updates import DSTUpdate, SafeCompressUpdate, Schedule
+from safecompress.mask_updates import DSTUpdate, SafeCompressUpdate, Schedule, SharedBatches
 from safecompress.models import build_model
 from safecompress.safety import SafetyTest
 from safecompress.sparse import SparseEngine
-from safecompress.specs import Strategy
-from safecompress.splits import Samples
+from safecompress.specs import DSTSpec, SafeCompressSpec, ScheduleSpec, Strategy, TrainSpec
+from safecompress.splits import Data, Samples, make_split
 
 SPEC = dataclasses.replace(SHORT_TRAINING, epochs=4, batch_size=16, lr=0.05)
 SCHEDULE = Schedule(interval=5, prune_fraction=0.5, end_step=20)  # 24 steps: 6 x 4 epochs
+TOTAL_STEPS = 24
+DST_STRATEGY = Strategy(1.0, "gradient")
 
 
 def toy_data(n, seed):
@@ -34,42 +40,63 @@ def sparse_setup(seed=0):
     return model, engine, optimizer
 
 
-def run(update_factory, seed=0):
+def run(update_factory, seed=0, spec=SPEC, checkpoint=None):
     model, engine, (optimizer, scheduler) = sparse_setup(seed)
     train, val = toy_data(96, 1), toy_data(48, 2)
-    batches = TrainBatches(train, SPEC, torch.device("cpu"))
+    batches = SharedBatches(train, spec, torch.device("cpu"))
     update = update_factory(model, engine, optimizer, batches, val)
 
     def after_step(step):
         engine.apply()
         update(step)
 
-    fit(model, batches, val, SPEC, seed, after_step, (optimizer, scheduler))
+    fit(
+        model,
+        batches,
+        val,
+        spec,
+        seed,
+        after_step,
+        (optimizer, scheduler),
+        checkpoint=checkpoint,
+        stateful={"update": update},
+    )
     return model, engine, update
 
 
-def dst_factory(model, engine, optimizer, train, val):
-    return DSTUpdate(engine, optimizer, SCHEDULE, "gradient", torch.Generator().manual_seed(0))
-
-
-def safecompress_factory(strategies, safety_weight=1.0, candidate_steps=0):
+def dst_factory(growth="gradient"):
     def factory(model, engine, optimizer, train, val):
-        members = Samples(train.split.x[:32], train.split.y[:32])
-        safety = SafetyTest("loss", members, Samples(val.x[:32], val.y[:32]))
+        return DSTUpdate(engine, optimizer, SCHEDULE, growth, torch.Generator().manual_seed(7))
+
+    return factory
+
+
+def safecompress_factory(
+    strategies, safety_weight=1.0, lookahead=(0,), score="loss_auc", schedule=SCHEDULE
+):
+    def factory(model, engine, optimizer, train, val):
+        members = Samples(train.split.x[:48], train.split.y[:48])
+        safety = SafetyTest(score, members, val)
         return SafeCompressUpdate(
             model,
             engine,
             optimizer,
-            SCHEDULE,
+            schedule,
             strategies,
+            lookahead,
             safety,
             safety_weight,
-            candidate_steps,
             train,
-            torch.Generator().manual_seed(0),
+            TOTAL_STEPS,
+            {"updates": torch.Generator().manual_seed(7), "selection": torch.Generator()},
         )
 
     return factory
+
+
+def same_state(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
 
 
 def test_schedule_updates_every_interval_until_the_end():
@@ -78,52 +105,198 @@ def test_schedule_updates_every_interval_until_the_end():
     assert SCHEDULE.fraction_at(5) > SCHEDULE.fraction_at(15) > 0
 
 
-def test_one_candidate_without_extra_steps_is_exactly_dst():
-    """SafeCompress with DST's single strategy and no candidate training reduces to DST."""
-    dst_model, _, _ = run(dst_factory)
-    safe_model, _, update = run(safecompress_factory([Strategy(1.0, "gradient")]))
-    for (name, a), (_, b) in zip(
-        dst_model.state_dict().items(), safe_model.state_dict().items(), strict=True
-    ):
-        assert torch.equal(a, b), name
-    assert len(update.records) == 3 and all(r["selected"] for r in update.records)
+def test_prune_fraction_decays_to_its_floor_not_to_nothing():
+    schedule = Schedule(interval=10, prune_fraction=0.5, end_step=100, prune_floor=0.1)
+    fractions = [schedule.fraction_at(s) for s in range(10, 100, 10)]
+    assert fractions == sorted(fractions, reverse=True)
+    assert 0.1 < fractions[-1] < 0.11 and fractions[0] < 0.5
 
 
-def test_every_candidate_is_logged_and_the_best_score_is_kept():
-    strategies = [Strategy(1.0, "gradient"), Strategy(0.5, "random"), Strategy(1.5, "momentum")]
-    _, engine, update = run(safecompress_factory(strategies, candidate_steps=2))
+def test_default_config_decides_after_the_last_learning_rate_drop():
+    config = yaml.safe_load((Path(__file__).parent.parent / "config/config.yaml").read_text())
+    sparse, train = config["sparse"], config["train"]
+    spec = ScheduleSpec(**{f.name: sparse[f.name] for f in dataclasses.fields(ScheduleSpec)})
+    steps_per_epoch = 16  # 485 digits members in batches of 32
+    total = train["epochs"] * steps_per_epoch
+    schedule = methods._schedule(spec, total)
+    updates = [s for s in range(1, total + 1) if schedule.fraction_at(s) is not None]
+    last_drop = max(train["milestones"]) * total
+    assert any(s > last_drop for s in updates)
+    assert min(schedule.fraction_at(s) for s in updates) >= sparse["prune_floor"]
+    lookahead = config["safecompress"]["lookahead"]
+    assert updates[-1] + lookahead[-1] <= total  # the last selection is decided in training
+
+
+def test_one_candidate_is_exactly_dst_whatever_its_lookahead():
+    """SafeCompress with DST's single strategy reduces to DST: look-ahead steps are the
+    loop's own steps, not extra ones."""
+    dst_model, _, _ = run(dst_factory())
+    for lookahead in ((0,), (3,)):
+        safe_model, _, update = run(safecompress_factory([DST_STRATEGY], lookahead=lookahead))
+        same_state(dst_model, safe_model)
+        assert len(update.records) == 3 and all(r["selected"] for r in update.records)
+
+
+def test_identical_candidates_with_halving_are_exactly_dst():
+    """Whichever copy survives, the kept model took exactly the loop's SGD steps on the
+    loop's batches: the same model as DST's, bit for bit."""
+    dst_model, _, _ = run(dst_factory())
+    safe_model, _, update = run(safecompress_factory([DST_STRATEGY] * 5, lookahead=(1, 2, 4)))
+    same_state(dst_model, safe_model)
     log = pd.DataFrame(update.records)
-    assert len(log) == 3 * len(strategies)
-    assert set(log.columns) >= {
-        "step",
-        "strategy",
-        "val_acc",
-        "advantage",
-        "auc",
-        "score",
-        "selected",
-    }
+    assert list(log.groupby("step").size()) == [5 + 3 + 2] * 3  # 5 -> 3 -> 2 -> 1 per update
+    assert (log.groupby("step")["moved"].nunique() == 1).all()  # identical candidates
+
+
+def test_every_candidate_is_logged_at_every_rung_and_the_best_score_is_kept():
+    strategies = [
+        Strategy(1.0, "gradient"),
+        Strategy(0.5, "random"),
+        Strategy(1.5, "momentum"),
+        Strategy(1.0, "leakage", prune="leakage", budget="global", init="random"),
+    ]
+    _, engine, update = run(safecompress_factory(strategies, lookahead=(1, 3)))
+    log = pd.DataFrame(update.records)
+    assert set(log.columns) == set(SafeCompressUpdate.columns)
+    assert len(log) == 3 * (4 + 2)
     for _, group in log.groupby("step"):
+        first, last = group[group["rung"] == 0], group[group["rung"] == 1]
+        assert (
+            len(first) == 4 and (first["lookahead"] == 1).all() and (last["lookahead"] == 3).all()
+        )
+        # the better half of the first rung goes on
+        assert set(last["candidate"]) == set(first.nlargest(2, "score")["candidate"])
         assert group["selected"].sum() == 1
         chosen = group[group["selected"]].iloc[0]
-        assert chosen["score"] == group["score"].max()
-        assert chosen["score"] == pytest.approx(chosen["val_acc"] - chosen["advantage"])
-    # whatever candidate was kept, every layer still has exactly its initial number of weights
+        assert chosen["rung"] == 1 and chosen["score"] == last["score"].max()
+        assert chosen["score"] == pytest.approx(chosen["val_acc"] - chosen["leakage"])
+        assert (group["leakage_se"] > 0).all() and (group["moved"] > 0).all()
+    # global budgets move weights between layers, but the total stays
     _, initial, _ = sparse_setup(0)
-    for name, mask in engine.masks().items():
-        assert int(mask.sum()) == int(initial.masks()[name].sum())
+    total = sum(int(m.sum()) for m in initial.masks().values())
+    assert sum(int(m.sum()) for m in engine.masks().values()) == total
 
 
 def test_safety_weight_changes_which_candidate_wins():
     strategies = [Strategy(s, g) for s in (0.5, 1.0, 1.5) for g in ("random", "gradient")]
-    _, _, neutral = run(safecompress_factory(strategies, 0.0, candidate_steps=2))
-    _, _, safe = run(safecompress_factory(strategies, 100.0, candidate_steps=2))
+    _, _, neutral = run(safecompress_factory(strategies, 0.0, lookahead=(2,)))
+    _, _, safe = run(safecompress_factory(strategies, 100.0, lookahead=(2,)))
     neutral_log, safe_log = pd.DataFrame(neutral.records), pd.DataFrame(safe.records)
     first = neutral_log["step"].min()
     at_first = [
         log[(log["step"] == first) & log["selected"]].iloc[0] for log in (neutral_log, safe_log)
     ]
-    # with lambda = 0 the most accurate candidate wins; with a huge lambda the least attackable
+    # with lambda = 0 the most accurate candidate wins; with a huge lambda the least leaky
     group = neutral_log[neutral_log["step"] == first]
     assert at_first[0]["val_acc"] == group["val_acc"].max()
-    assert at_first[1]["advantage"] == group["advantage"].min()
+    assert at_first[1]["leakage"] == group["leakage"].min()
+
+
+def test_lookahead_must_end_before_the_next_update():
+    with pytest.raises(ValueError, match="update_interval"):
+        run(safecompress_factory([DST_STRATEGY], lookahead=(2, 6)))
+    with pytest.raises(ValueError, match="increasing"):
+        run(safecompress_factory([DST_STRATEGY], lookahead=(3, 2)))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
+    """The copies, the halving state and the generators are checkpointed: a run stopped
+    while a selection spans the end of an epoch resumes to the same model and log."""
+    schedule = Schedule(interval=6, prune_fraction=0.5, end_step=20)  # updates at 6, 12, 18
+    strategies = [Strategy(1.0, "gradient"), Strategy(1.0, "random"), Strategy(1.5, "leakage")]
+    factory = safecompress_factory(strategies, lookahead=(1, 4), schedule=schedule)
+    reference, _, reference_update = run(factory)
+
+    def killed_at_14(*args):
+        update = factory(*args)
+
+        def hook(step):
+            if step == 14:  # epoch 2 ended at step 12, the selection begun there is in flight
+                raise Killed
+            update(step)
+
+        hook.state_dict, hook.load_state_dict = update.state_dict, update.load_state_dict
+        return hook
+
+    checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "test")
+    with pytest.raises(Killed):
+        run(killed_at_14, checkpoint=checkpoint)
+    saved = torch.load(checkpoint.path, weights_only=True)
+    assert saved["epoch"] == 2 and saved["update"]["selection"]["start"] == 12
+    assert len(saved["update"]["selection"]["copies"]) == 2
+    resumed, _, resumed_update = run(factory, checkpoint=checkpoint)
+    same_state(reference, resumed)
+    pd.testing.assert_frame_equal(reference_update.table(), resumed_update.table())
+
+
+# End to end through `methods`: one seed, independent generators per purpose.
+
+
+def toy_job(tmp_path, seed=0, epochs=3):
+    pool = toy_data(400, 3)
+    fractions = {
+        "target_train": 0.3,
+        "known_members": 0.1,
+        "target_out": 0.2,
+        "shadow_train": 0.15,
+        "shadow_out": 0.15,
+        "reference": 0.1,
+    }
+    data = Data(pool.x, pool.y, make_split(400, fractions, 0), 4)
+    train = TrainSpec(epochs, 16, 0.05, 0.9, True, 0.0, (0.5,), 0.1)
+    checkpoint = Checkpoint(tmp_path / f"{seed}.pt", "toy")
+    torch.manual_seed(seed)  # the model's initial weights
+    model = {"arch": "mlp", "hidden": [32]}
+    return methods.Job(data, model, train, 0.2, seed, torch.device("cpu"), checkpoint)
+
+
+SPARSE = {
+    "distribution": "erk",
+    "prune_fraction": 0.5,
+    "prune_floor": 0.1,
+    "update_interval": 8,
+    "stop_fraction": 0.9,
+}
+
+
+def test_purposes_have_independent_documented_seeds():
+    seeds = {p: methods.purpose_seed(3, p) for p in methods.PURPOSES}
+    assert len(set(seeds.values())) == len(seeds) and 3 not in seeds.values()
+    child = np.random.SeedSequence(3).spawn(len(methods.PURPOSES))[1]
+    assert seeds["updates"] == int(child.generate_state(1, np.uint64)[0])
+
+
+def test_set_regrows_new_positions_at_its_first_update(tmp_path):
+    """SET's random growth must not replay the initial mask's random numbers: with the masks'
+    and the updates' generators seeded alike, the first update regrew exactly the weights it
+    had just dropped (nothing moved)."""
+    _, _, updates, _ = methods.dst(toy_job(tmp_path), DSTSpec(**SPARSE, growth="random"))
+    assert len(updates) > 1
+    assert updates["moved"].iloc[0] > 0
+    assert (updates["moved"] > 0).all()
+
+
+def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
+    """SafeCompress with DST's strategy alone is DST: same initial masks, same batches, same
+    update numbers, look-ahead inside the step budget."""
+    dst_model, dst_history, _, dst_start = methods.dst(
+        toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient")
+    )
+    section = SafeCompressSpec(
+        strategies=({"scale": 1.0, "growth": "gradient"},),
+        lookahead=(4,),
+        safety_score="loss_auc",
+        probe_size="all",
+        safety_weight=1.0,
+    )
+    safe_model, safe_history, updates, safe_start = methods.safecompress(
+        toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section
+    )
+    assert dst_start == safe_start
+    same_state(dst_model, safe_model)
+    pd.testing.assert_frame_equal(dst_history, safe_history)
+    assert len(updates) > 1 and updates["selected"].all()

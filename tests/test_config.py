@@ -89,7 +89,11 @@ def test_every_schema_enum_is_a_python_constant():
 
     data = "/properties/data/additionalProperties"
     expected = {
-        "/$defs/growth": sparse.GROWTH_CRITERIA,
+        "/$defs/growth": sparse.TRAINING_GROWTH,
+        "/$defs/candidate_growth": tuple(sparse.GROWTH_CRITERIA),
+        "/$defs/strategies/items/properties/prune": tuple(sparse.PRUNE_CRITERIA),
+        "/$defs/strategies/items/properties/init": sparse.GROWTH_INITS,
+        "/$defs/strategies/items/properties/budget": sparse.BUDGETS,
         "/properties/methods/items": specs.METHODS,
         f"{data}/properties/source": pools.SOURCES,
         f"{data}/allOf/0/then/properties/name": pools.SKLEARN_DATASETS,
@@ -97,7 +101,7 @@ def test_every_schema_enum_is_a_python_constant():
         "/properties/model/properties/arch": models.ARCHITECTURES,
         "/properties/train/properties/augment": batches.AUGMENTATIONS,
         "/properties/sparse/properties/distribution": sparse.DISTRIBUTIONS,
-        "/properties/safecompress/properties/safety_attack": safety.SAFETY_ATTACKS,
+        "/properties/safecompress/properties/safety_score": tuple(safety.SAFETY_SCORES),
         "/$defs/attack": tuple(attacks.ATTACKS),
     }
     found = dict(schema_enums(schema()))

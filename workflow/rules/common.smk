@@ -77,15 +77,29 @@ ABLATION = "ablation/"
 
 
 def ablation_variants():
-    """One variant per swept value: lambda_<x>, n_<N>, set_<name>; none without safecompress."""
+    """One variant per swept value: lambda_<x>, n_<N>, set_<name>, setting_<name>; none
+    without safecompress. Each variant's sections are checked here, before any work."""
+    from safecompress.config import check_section
+
     if "safecompress" not in METHODS:
         return []
     sweeps = config["ablation"]
-    return (
+    variants = (
         [f"lambda_{value}" for value in sweeps["lambdas"]]
         + [f"n_{value}" for value in sweeps["n_candidates"]]
         + [f"set_{name}" for name in sweeps["strategy_sets"]]
+        + [f"setting_{name}" for name in sweeps["settings"]]
     )
+    for variant in variants:
+        for name, section in variant_sections(variant).items():
+            try:
+                check_section(name, section)
+            except ConfigError as err:
+                problem = str(err).removeprefix("config key ")
+                raise WorkflowError(
+                    f"config key ablation: variant {variant} sets {problem}"
+                ) from None
+    return variants
 
 
 def ablation_tables(wildcards=None):
@@ -107,12 +121,9 @@ def compressor(method):
     return method, "default"
 
 
-def method_sections(method):
-    """`--sparse` / `--safecompress` arguments: only the keys this method reads (see
-    safecompress.specs), the `safecompress` section changed as an ablation variant says.
-    """
-    name, variant = compressor(method)
-    section = dict(config["safecompress"])
+def variant_sections(variant):
+    """The `sparse` and `safecompress` sections as an ablation variant changes them."""
+    sparse, section = dict(config["sparse"]), dict(config["safecompress"])
     sweep, _, value = variant.partition("_")
     if sweep == "lambda":
         section["lambda"] = float(value)
@@ -120,7 +131,19 @@ def method_sections(method):
         section["strategies"] = section["strategies"][: int(value)]
     elif sweep == "set":
         section["strategies"] = config["ablation"]["strategy_sets"][value]
-    given = {"sparse": config["sparse"], "safecompress": section}
+    sections = {"sparse": sparse, "safecompress": section}
+    if sweep == "setting":
+        for name, changes in config["ablation"]["settings"][value].items():
+            sections[name].update(changes)
+    return sections
+
+
+def method_sections(method):
+    """`--sparse` / `--safecompress` arguments: only the keys this method reads (see
+    safecompress.specs), the sections changed as an ablation variant says.
+    """
+    name, variant = compressor(method)
+    given = variant_sections(variant)
     return " ".join(
         f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
         for key, spec in specs.METHOD_SPECS[name].items()

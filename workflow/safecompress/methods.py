@@ -3,8 +3,9 @@
 magnitude:     prune the trained dense model once by weight magnitude, then fine-tune.
 dst:           dynamic sparse training from a random ERK mask, one prune/grow strategy.
 safecompress:  dynamic sparse training where, at every mask update, N candidate masks are
-               made, each passes the safety test (a simulated membership inference attack on
-               the defender's own data), and the best `val_acc - lambda * advantage` is kept.
+               made, trained beside each other on the loop's batches and safety-tested (a
+               simulated membership inference attack on the defender's own data) by successive
+               halving; the best `val_acc - lambda * leakage` is kept.
 
 Each returns the model, its training history, its mask-update log and its layer densities at
 the start of training.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,7 +27,7 @@ from .batches import TrainBatches
 from .checkpoint import Checkpoint
 from .devices import to_device
 from .loop import fit, make_optimizer
-from .mask_updates import DSTUpdate, LoggedUpdate, SafeCompressUpdate, Schedule
+from .mask_updates import DSTUpdate, LoggedUpdate, SafeCompressUpdate, Schedule, SharedBatches
 from .models import build_model, load_model
 from .safety import SafetyTest
 from .sparse import SparseEngine
@@ -51,6 +53,24 @@ class Job:
     def members(self) -> Samples:
         return self.data.set(*MEMBER_SETS)
 
+    def generator(self, purpose: str) -> torch.Generator:
+        """A fresh generator for one purpose of this run (see `purpose_seed`)."""
+        return torch.Generator().manual_seed(purpose_seed(self.seed, purpose))
+
+
+# Every random choice of a run draws from its own generator, one per purpose, so one purpose
+# never replays another's numbers (SET's first update regrew exactly the weights it had just
+# dropped when masks and updates shared a seed) and adding draws to one leaves the others be.
+# Append new purposes: a purpose's seed depends on its position.
+PURPOSES = ("masks", "updates", "probes", "batches", "selection")
+
+
+def purpose_seed(seed: int, purpose: str) -> int:
+    """The 64-bit seed of `purpose` in a run seeded `seed`: numpy's SeedSequence(seed) spawns
+    one child per purpose (in PURPOSES order); each child's first uint64 word is the seed."""
+    child = np.random.SeedSequence(seed).spawn(len(PURPOSES))[PURPOSES.index(purpose)]
+    return int(child.generate_state(1, np.uint64)[0])
+
 
 def magnitude(job: Job, sparse: MagnitudeSpec, dense: str) -> Result:
     """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning."""
@@ -64,7 +84,7 @@ def magnitude(job: Job, sparse: MagnitudeSpec, dense: str) -> Result:
         TrainBatches(job.members(), spec, job.device),
         job.data.set("reference"),
         spec,
-        job.seed,
+        purpose_seed(job.seed, "batches"),
         after_step=lambda step: engine.apply(),
         checkpoint=job.checkpoint,
     )
@@ -75,9 +95,8 @@ def dst(job: Job, sparse: DSTSpec) -> Result:
     """Dynamic sparse training without a safety test."""
 
     def make_update(model, engine, optimizer, train: TrainBatches) -> DSTUpdate:
-        generator = torch.Generator().manual_seed(job.seed)
         schedule = _schedule(sparse, job.train.epochs * train.steps_per_epoch)
-        return DSTUpdate(engine, optimizer, schedule, sparse.growth, generator)
+        return DSTUpdate(engine, optimizer, schedule, sparse.growth, job.generator("updates"))
 
     return _sparse_training(job, sparse, make_update)
 
@@ -85,24 +104,26 @@ def dst(job: Job, sparse: DSTSpec) -> Result:
 def safecompress(job: Job, sparse: ScheduleSpec, safecompress: SafeCompressSpec) -> Result:
     """Dynamic sparse training with safety-test-driven candidate selection."""
 
-    def make_update(model, engine, optimizer, train: TrainBatches) -> SafeCompressUpdate:
-        generator = torch.Generator().manual_seed(job.seed)
+    def make_update(model, engine, optimizer, train: SharedBatches) -> SafeCompressUpdate:
+        probes = job.generator("probes")
         safety = SafetyTest(
-            attack=safecompress.safety_attack,
-            members=_probe(job.data, "known_members", safecompress.probe_size, generator),
-            nonmembers=_probe(job.data, "reference", safecompress.probe_size, generator),
+            score=safecompress.safety_score,
+            members=_probe(job.data, "known_members", safecompress.probe_size, probes),
+            nonmembers=_probe(job.data, "reference", safecompress.probe_size, probes),
         )
+        total_steps = job.train.epochs * train.steps_per_epoch
         return SafeCompressUpdate(
             model,
             engine,
             optimizer,
-            _schedule(sparse, job.train.epochs * train.steps_per_epoch),
+            _schedule(sparse, total_steps),
             list(safecompress.strategies),
+            safecompress.lookahead,
             safety,
             safecompress.safety_weight,
-            safecompress.candidate_steps,
             train,
-            generator,
+            total_steps,
+            {name: job.generator(name) for name in ("updates", "selection")},
         )
 
     return _sparse_training(job, sparse, make_update)
@@ -118,15 +139,17 @@ COMPRESSORS: dict[str, Callable[..., Result]] = {
 def _sparse_training(
     job: Job, sparse: ScheduleSpec, make_update: Callable[..., LoggedUpdate]
 ) -> Result:
-    """Random ERK masks, then training with mask updates from `make_update`'s hook."""
-    train = TrainBatches(job.members(), job.train, job.device)
+    """Random ERK masks, then training with mask updates from `make_update`'s hook. Every
+    method draws its masks and its batches from the same purposes' generators, so DST and
+    SafeCompress start alike and see the same batches in the same order."""
+    train = SharedBatches(job.members(), job.train, job.device)
     model = build_model(job.model, tuple(job.data.x.shape[1:]), job.data.n_classes)
     to_device(model, job.device)
     engine = SparseEngine.random_init(
         model,
         job.density,
         sparse.distribution,
-        torch.Generator().manual_seed(job.seed),
+        job.generator("masks"),
         # the 1/sqrt(density) rescaling suits fresh weights, not a pretrained transformer's
         rescale=job.model["arch"] != "transformer",
     )
@@ -143,7 +166,7 @@ def _sparse_training(
         train,
         job.data.set("reference"),
         job.train,
-        job.seed,
+        purpose_seed(job.seed, "batches"),
         after_step,
         (optimizer, scheduler),
         checkpoint=job.checkpoint,
@@ -157,10 +180,14 @@ def _schedule(sparse: ScheduleSpec, total_steps: int) -> Schedule:
         interval=sparse.update_interval,
         prune_fraction=sparse.prune_fraction,
         end_step=int(sparse.stop_fraction * total_steps),
+        prune_floor=sparse.prune_floor,
     )
 
 
-def _probe(data: Data, name: str, size: int, generator: torch.Generator) -> Samples:
-    """A seeded random subset of at most `size` samples of one set for the safety test."""
+def _probe(data: Data, name: str, size: int | str, generator: torch.Generator) -> Samples:
+    """The samples of one set for the safety test: all (`size` "all"), or a seeded random
+    subset of at most `size`."""
     indices = set_indices(data.split, name)
-    return data.take(indices[torch.randperm(len(indices), generator=generator)[:size].numpy()])
+    if size != "all":
+        indices = np.sort(indices[torch.randperm(len(indices), generator=generator)[:size].numpy()])
+    return data.take(indices)

@@ -66,6 +66,7 @@ class ScheduleSpec:
 
     distribution: str
     prune_fraction: float
+    prune_floor: float
     update_interval: int
     stop_fraction: float
 
@@ -87,30 +88,41 @@ class MagnitudeSpec:
 
 @dataclass(frozen=True)
 class Strategy:
-    """One way to make a SafeCompress candidate: scale of the scheduled prune fraction x
-    growth criterion."""
+    """One way to make a mask update: scale of the scheduled prune fraction, growth criterion,
+    and (defaults: DST's own) prune criterion, where grown weights start, and whether each
+    layer keeps its budget (see `sparse`)."""
 
     scale: float
     growth: str
+    prune: str = "magnitude"
+    init: str = "zero"
+    budget: str = "layer"
 
     @property
     def name(self) -> str:
-        return f"{self.growth}x{self.scale:g}"
+        changed = [
+            f"+{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)[2:]
+            if getattr(self, f.name) != f.default
+        ]
+        return f"{self.growth}x{self.scale:g}" + "".join(changed)
 
 
 @dataclass(frozen=True)
 class SafeCompressSpec:
-    """`safecompress`: the candidates and the safety test that chooses among them."""
+    """`safecompress`: the candidates, how long they train before each safety test (successive
+    halving), the test's leakage score and data, and the weight of leakage in the selection."""
 
     strategies: tuple[Strategy, ...]
-    candidate_steps: int
-    safety_attack: str
-    probe_size: int
+    lookahead: tuple[int, ...]
+    safety_score: str
+    probe_size: int | str
     safety_weight: float = field(metadata={"key": "lambda"})
 
     def __post_init__(self) -> None:
         strategies = tuple(s if isinstance(s, Strategy) else Strategy(**s) for s in self.strategies)
         object.__setattr__(self, "strategies", strategies)
+        object.__setattr__(self, "lookahead", tuple(self.lookahead))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""The safety test's leakage scores and their standard errors, and the selection's ranking."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from safecompress.mask_updates import rank
+from safecompress.safety import (
+    SafetyTest,
+    best_threshold_advantage,
+    loss_auc,
+    loss_gap,
+    loss_gradients,
+    probe_attack,
+)
+from safecompress.splits import Samples
+
+
+def delong_by_hand(member_loss, nonmember_loss):
+    """AUC of -loss and DeLong's variance from the O(m n) kernel, as in DeLong et al. 1988."""
+    kernel = (nonmember_loss[None, :] > member_loss[:, None]) + 0.5 * (
+        nonmember_loss[None, :] == member_loss[:, None]
+    )
+    v_members, v_nonmembers = kernel.mean(1), kernel.mean(0)
+    variance = v_members.var(ddof=1) / len(v_members) + v_nonmembers.var(ddof=1) / len(v_nonmembers)
+    return kernel.mean(), np.sqrt(variance)
+
+
+def losses(seed, shift, m=60, n=80):
+    rng = np.random.default_rng(seed)
+    members = np.round(rng.exponential(1.0, m) * (1 - shift), 1)  # rounded: ties happen
+    return members, np.round(rng.exponential(1.0, n), 1)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.4])
+def test_loss_auc_and_its_standard_error_match_sklearn_and_delong(shift):
+    members, nonmembers = losses(0, shift)
+    leakage = loss_auc(members, nonmembers)
+    is_member = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    auc = roc_auc_score(is_member, -np.r_[members, nonmembers])
+    assert leakage.value == pytest.approx(2 * auc - 1)
+    auc_by_hand, se_by_hand = delong_by_hand(members, nonmembers)
+    assert auc_by_hand == pytest.approx(auc)
+    assert leakage.se == pytest.approx(2 * se_by_hand)
+
+
+def test_loss_gap_and_its_standard_error_by_hand():
+    members, nonmembers = np.array([0.1, 0.3, 0.2]), np.array([1.0, 0.5])
+    leakage = loss_gap(members, nonmembers)
+    assert leakage.value == pytest.approx(0.75 - 0.2)
+    assert leakage.se == pytest.approx(np.sqrt(0.01 / 3 + 0.125 / 2))
+
+
+@pytest.mark.parametrize("score", [loss_auc, loss_gap])
+def test_paired_standard_error_sees_small_differences_on_the_same_samples(score):
+    """Two candidates scored on the same samples share most of their noise: the paired SE
+    of their difference is far below either's own SE, and a difference of none is exact."""
+    rng = np.random.default_rng(1)
+    members, nonmembers = rng.exponential(0.5, 300), rng.exponential(1.0, 300)
+    a = score(members, nonmembers)
+    b = score(members * (1 + 0.05 * rng.standard_normal(300)), nonmembers)
+    assert a.diff_se(a) == 0.0
+    assert 0 < a.diff_se(b) < 0.5 * min(a.se, b.se)
+
+
+def test_no_leakage_scores_near_zero_within_its_standard_error():
+    rng = np.random.default_rng(2)
+    for score in (loss_auc, loss_gap):
+        leakage = score(rng.exponential(1.0, 500), rng.exponential(1.0, 500))
+        assert abs(leakage.value) < 3 * leakage.se
+
+
+def test_rank_is_best_first_and_random_among_ties():
+    scores = [0.5, 0.9, 0.9, 0.1, 0.9]
+    firsts = set()
+    for seed in range(40):
+        order = rank(scores, torch.Generator().manual_seed(seed))
+        assert sorted(order) == list(range(5))
+        assert [scores[i] for i in order] == sorted(scores, reverse=True)
+        firsts.add(order[0])
+    assert firsts == {1, 2, 4}  # every tied candidate wins sometimes
+
+
+def memorising_model():
+    """A model that fits 64 random-label members far better than 64 other samples."""
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 10), torch.randint(0, 4, (128,))
+    model = nn.Sequential(nn.Linear(10, 128), nn.ReLU(), nn.Linear(128, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()
+        optimizer.step()
+    return model, Samples(x[:64], y[:64]), Samples(x[64:], y[64:])
+
+
+@pytest.mark.parametrize("score", ["loss_auc", "loss_gap"])
+def test_safety_test_finds_a_memorising_model_leaky(score):
+    model, members, nonmembers = memorising_model()
+    result, leakage = SafetyTest(score, members, nonmembers).run(model)
+    assert result["leakage"] == leakage.value > 5 * result["leakage_se"] > 0
+    assert 0 <= result["val_acc"] <= 1 and "auc" in result and "advantage" in result
+
+
+def test_safety_test_refuses_an_unknown_score():
+    with pytest.raises(ValueError, match="unknown safety score"):
+        SafetyTest("telepathy", Samples(torch.zeros(2, 1), torch.zeros(2).long()), None)
+
+
+def test_loss_gradients_are_the_mean_loss_gradient_and_leave_grad_alone():
+    model, members, _ = memorising_model()
+    weights = {"0": model[0].weight, "2": model[2].weight}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    grads = loss_gradients(model, members, weights, chunk=10)  # several chunks
+    assert all(torch.all(p.grad == 7.0) for p in model.parameters())
+    model.zero_grad()
+    nn.functional.cross_entropy(model(members.x), members.y).backward()
+    for name, weight in weights.items():
+        assert torch.allclose(grads[name], weight.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.4])
+def test_logged_advantage_is_the_fitted_loss_threshold_attacks(shift):
+    members, nonmembers = losses(3, shift)
+
+    # logits whose cross-entropy at label 0 is exactly the loss: [0, log(e^loss - 1)]
+    def logits(loss):
+        return np.c_[np.zeros_like(loss), np.log(np.expm1(np.maximum(loss, 1e-9)))]
+
+    fitted = probe_attack(
+        "loss",
+        logits(members),
+        np.zeros(len(members), int),
+        logits(nonmembers),
+        np.zeros(len(nonmembers), int),
+    )
+    assert best_threshold_advantage(members, nonmembers) == pytest.approx(fitted["advantage"])
