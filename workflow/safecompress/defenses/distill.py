@@ -1,0 +1,109 @@
+"""`distill`: a sparse student distilled from the dense target model, as the SafeCompress
+reference code's knowledge-distillation baseline (JiePKU/MIA-SafeCompress, `train.py`
+`kd_train`).
+
+Trained sparse from the start, as the reference trains its student: the student is the sparse
+model of dynamic sparse training (`methods.dst`, the reference's `Masking` around `kd_train`),
+the teacher the trained dense model, frozen in evaluation mode. The reference's loss is
+
+    (cross_entropy(student, y) + KD_loss(teacher, student)) / 2,
+    KD_loss = mean over the batch of -sum_c softmax(teacher)_c * log_softmax(student)_c,
+
+a soft cross-entropy at temperature 1. Here, with Hinton et al.'s temperature T and weight
+alpha of the soft term, `(1 - alpha) * cross_entropy + alpha * T^2 * KD_loss(./T)`: T = 1 and
+alpha = 1/2, the defaults, are the reference's loss exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batches import TrainBatches
+from ..devices import forward, to_device
+from ..loop import Penalty, make_optimizer
+from ..models import load_model
+from ..specs import DSTSpec
+from .training import DefenseResult, fit_dst, sparse_start
+
+if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
+    from ..methods import Job
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """`distill`: temperature T of the soft labels and weight alpha of the soft term (the
+    reference's `kd_train`: T = 1, alpha = 1/2)."""
+
+    temperature: float = 1.0
+    alpha: float = 0.5
+
+
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The reference's `KD_loss` at temperature T, times T^2 (Hinton et al.: keeps the soft
+    term's gradients on the scale of the hard term's as T grows)."""
+    teacher = (teacher_logits / temperature).softmax(1)
+    student = (student_logits / temperature).log_softmax(1)
+    return -(teacher * student).sum(1).mean() * temperature**2
+
+
+class Distillation:
+    """The teacher's soft labels as a `loop.Regularizer`: its penalty turns the step's
+    cross-entropy into the distillation loss. The batch reaches the teacher through a hook on
+    the student's forward pass inside `step` (the penalty is given logits and labels only)."""
+
+    def __init__(self, teacher: nn.Module, spec: DistillSpec):
+        if spec.temperature <= 0 or not 0 <= spec.alpha <= 1:
+            raise ValueError(
+                f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
+                f"{spec.temperature} and {spec.alpha}"
+            )
+        self.teacher, self.spec = teacher.eval().requires_grad_(False), spec
+
+    @contextmanager
+    def step(self, model: nn.Module) -> Iterator[Penalty]:
+        batch: dict[str, torch.Tensor] = {}
+        handle = model.register_forward_pre_hook(lambda _module, inputs: batch.update(x=inputs[0]))
+        try:
+
+            def penalty(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    teacher_logits = forward(self.teacher, batch["x"])
+                soft = soft_cross_entropy(logits, teacher_logits, self.spec.temperature)
+                return self.spec.alpha * (soft - F.cross_entropy(logits, labels))
+
+            yield penalty
+        finally:
+            handle.remove()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the teacher is fixed
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def train(job: Job, sparse: DSTSpec, distill: DistillSpec, dense: str) -> DefenseResult:
+    """Dynamic sparse training of a student on the dense model `dense`'s soft labels."""
+    model, engine, start = sparse_start(job, sparse)  # first: the same start as `dst`'s
+    teacher, _ = load_model(dense)
+    to_device(teacher, job.device)
+    history, updates = fit_dst(
+        job,
+        sparse,
+        sparse.growth,
+        model,
+        engine,
+        make_optimizer(model, job.train),
+        TrainBatches(job.members(), job.train, job.device),
+        regularizer=Distillation(teacher, distill),
+    )
+    return model, history, updates, start, {}

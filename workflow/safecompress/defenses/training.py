@@ -1,0 +1,86 @@
+"""What the defenses share: the sparse start and the DST training of `methods`, with room for a
+defense's own loss (a `loop.Regularizer`), optimiser or batches.
+
+`sparse_start` + `fit_dst` is `methods._sparse_training` with the DST update of `methods.dst`,
+opened up; `methods` can be rewritten on top of them so that neither repeats the other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..batches import TrainBatches
+from ..devices import to_device
+from ..loop import Regularizer, fit
+from ..mask_updates import DSTUpdate
+from ..models import build_model
+from ..sparse import SparseEngine
+from ..specs import ScheduleSpec
+
+if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
+    from ..methods import Job
+
+# What every defense returns: the sparse model, its per-epoch history, its mask-update log, its
+# layer densities at the start, and the per-model numbers it reports (DP-SGD's epsilon).
+DefenseResult = tuple[nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, float]]
+Optimizer = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]
+
+
+def sparse_start(
+    job: Job, sparse: ScheduleSpec
+) -> tuple[nn.Module, SparseEngine, dict[str, float]]:
+    """A fresh model on the job's device with random ERK masks (as every DST method starts),
+    its engine and its layer densities."""
+    model = build_model(job.model, tuple(job.data.x.shape[1:]), job.data.n_classes)
+    to_device(model, job.device)
+    engine = SparseEngine.random_init(
+        model,
+        job.density,
+        sparse.distribution,
+        job.generator("masks"),
+        # the 1/sqrt(density) rescaling suits fresh weights, not a pretrained transformer's
+        rescale=job.model["arch"] != "transformer",
+    )
+    return model, engine, engine.layer_density()
+
+
+def fit_dst(
+    job: Job,
+    sparse: ScheduleSpec,
+    growth: str,
+    model: nn.Module,
+    engine: SparseEngine,
+    optimizer: Optimizer,
+    train: TrainBatches,
+    regularizer: Regularizer | None = None,
+    stateful: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dynamic sparse training of `model` (whose masks `engine` owns) with `growth` regrowth on
+    `sparse`'s schedule, resumable from the job's checkpoint. `model` may wrap the engine's
+    model (Opacus); returns the history and the mask-update log."""
+    from ..methods import _schedule, purpose_seed  # here: methods will import the defenses
+
+    schedule = _schedule(sparse, job.train.epochs * train.steps_per_epoch)
+    update = DSTUpdate(engine, optimizer[0], schedule, growth, job.generator("updates"))
+
+    def after_step(step: int) -> None:
+        engine.apply()
+        update(step)
+
+    history = fit(
+        model,
+        train,
+        job.data.set("reference"),
+        job.train,
+        purpose_seed(job.seed, "batches"),
+        after_step,
+        optimizer,
+        checkpoint=job.checkpoint,
+        stateful={"update": update, **(stateful or {})},
+        regularizer=regularizer,
+    )
+    return history, update.table()
