@@ -85,7 +85,17 @@ def schema_enums(node, path=""):
 
 def test_every_schema_enum_is_a_python_constant():
     """The names the code dispatches on are the one source; the schema must list exactly them."""
-    from safecompress import attacks, batches, models, pools, safety, sparse, specs, splits
+    from safecompress import (
+        adversarial,
+        attacks,
+        batches,
+        models,
+        pools,
+        safety,
+        sparse,
+        specs,
+        splits,
+    )
 
     data = "/properties/data/additionalProperties"
     expected = {
@@ -103,6 +113,7 @@ def test_every_schema_enum_is_a_python_constant():
         "/properties/sparse/properties/distribution": sparse.DISTRIBUTIONS,
         "/properties/safecompress/properties/safety_score": tuple(safety.SAFETY_SCORES),
         "/$defs/attack": tuple(attacks.ATTACKS),
+        "/properties/adversarial/properties/attackers/items": adversarial.ATTACKERS,
     }
     found = dict(schema_enums(schema()))
     assert found.keys() == expected.keys()

@@ -17,12 +17,23 @@ from opacus.accountants import RDPAccountant
 from helpers import SHORT_TRAINING
 from safecompress.batches import TrainBatches
 from safecompress.checkpoint import Checkpoint
-from safecompress.defenses import DEFENSES, NEED_DENSE, distill, dpsgd, miapruning, relaxloss
+from safecompress.defenses import DEFENSES, distill, dpsgd, miapruning, relaxloss
 from safecompress.loop import fit, loss_and_accuracy, make_optimizer
 from safecompress.methods import Job
 from safecompress.models import build_model, load_model, save_model
 from safecompress.sparse import SparseEngine, measured_density
-from safecompress.specs import DSTSpec, MagnitudeSpec, ScheduleSpec
+from safecompress.specs import (
+    FROM_DENSE as NEED_DENSE,
+)
+from safecompress.specs import (
+    DistillSpec,
+    DPSGDSpec,
+    DSTSpec,
+    MagnitudeSpec,
+    MIAPruningSpec,
+    RelaxLossSpec,
+    ScheduleSpec,
+)
 from safecompress.splits import Data
 
 MODEL = {"arch": "mlp", "hidden": [32]}
@@ -78,17 +89,13 @@ def run(name, job, dense, **spec):
     """One defense with its default spec (fields in `spec` changed), seeded."""
     torch.manual_seed(job.seed)
     if name == "dpsgd":
-        return dpsgd.train(
-            job, ScheduleSpec(**SCHEDULE, stop_fraction=0.75), dpsgd.DPSGDSpec(**spec)
-        )
+        return dpsgd.train(job, ScheduleSpec(**SCHEDULE, stop_fraction=0.75), DPSGDSpec(**spec))
     if name == "relaxloss":
-        return relaxloss.train(job, DST, relaxloss.RelaxLossSpec(**spec))
+        return relaxloss.train(job, DST, RelaxLossSpec(**spec))
     if name == "distill":
-        return distill.train(job, DST, distill.DistillSpec(**spec), dense)
+        return distill.train(job, DST, DistillSpec(**spec), dense)
     sparse = MagnitudeSpec("erk", finetune_epochs=3)
-    return miapruning.train(
-        job, sparse, miapruning.MIAPruningSpec(**{"admm_epochs": 3, **spec}), dense
-    )
+    return miapruning.train(job, sparse, MIAPruningSpec(**{"admm_epochs": 3, **spec}), dense)
 
 
 def sparse_model(seed=0):
@@ -217,7 +224,7 @@ def test_relaxloss_keeps_the_members_loss_near_its_target(data, tmp_path):
 def test_distillation_loss_is_the_reference_kd_train_loss(data, dense):
     teacher, _ = load_model(dense)
     student, _ = sparse_model()
-    regularizer = distill.Distillation(teacher, distill.DistillSpec())
+    regularizer = distill.Distillation(teacher, DistillSpec())
     x, y = data.x[:16], data.y[:16]
     with regularizer.step(student) as penalty:
         logits = student(x)

@@ -115,15 +115,29 @@ def ablation_tables(wildcards=None):
 
 
 def compressor(method):
-    """(method, variant) that the compress step runs for a method wildcard."""
+    """(method, variant) that the compress step runs for a method wildcard: an ablation
+    variant is SafeCompress, with adversarial training when it sets `adversarial` keys.
+    """
     if method.startswith(ABLATION):
-        return "safecompress", method.removeprefix(ABLATION)
+        variant = method.removeprefix(ABLATION)
+        sweep, _, value = variant.partition("_")
+        changes = (
+            config["ablation"]["settings"].get(value, {}) if sweep == "setting" else {}
+        )
+        return (
+            "safecompress_adv" if "adversarial" in changes else "safecompress"
+        ), variant
     return method, "default"
 
 
 def variant_sections(variant):
-    """The `sparse` and `safecompress` sections as an ablation variant changes them."""
-    sparse, section = dict(config["sparse"]), dict(config["safecompress"])
+    """The method sections (`sparse`, `safecompress`, ...) as an ablation variant changes them."""
+    sections = {
+        name: dict(config[name])
+        for spec in specs.METHOD_SPECS.values()
+        for name in spec
+    }
+    section = sections["safecompress"]
     sweep, _, value = variant.partition("_")
     if sweep == "lambda":
         section["lambda"] = float(value)
@@ -131,7 +145,6 @@ def variant_sections(variant):
         section["strategies"] = section["strategies"][: int(value)]
     elif sweep == "set":
         section["strategies"] = config["ablation"]["strategy_sets"][value]
-    sections = {"sparse": sparse, "safecompress": section}
     if sweep == "setting":
         for name, changes in config["ablation"]["settings"][value].items():
             sections[name].update(changes)
@@ -151,8 +164,8 @@ def method_sections(method):
 
 
 def dense_model_if_pruned(wildcards):
-    """Static magnitude pruning starts from the trained dense model; DST methods do not."""
-    if wildcards.method != "magnitude":
+    """The trained dense model, for the methods that start from it (specs.FROM_DENSE)."""
+    if compressor(wildcards.method)[0] not in specs.FROM_DENSE:
         return []
     return results(
         f"{wildcards.dataset}/dense/density1.0/seed{wildcards.seed}/model.safetensors"

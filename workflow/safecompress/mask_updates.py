@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .batches import TrainBatches
-from .loop import train_step
+from .loop import Regularizer, train_step
 from .safety import Leakage, SafetyTest
 from .sparse import LEAKAGE_CRITERIA, SparseEngine, UpdateContext, scheduled_prune_fraction
 from .specs import Strategy
@@ -147,11 +147,18 @@ class _Copy:
         self.load_state_dict({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
         return self
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, schedule: torch.optim.Optimizer) -> None:
-        """One step on the loop's batch at the loop's learning rate (`schedule`'s)."""
+    def step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        schedule: torch.optim.Optimizer,
+        regularizer: Regularizer | None = None,
+    ) -> None:
+        """One step on the loop's batch at the loop's learning rate (`schedule`'s), under the
+        loop's regulariser if it has one."""
         for group, source in zip(self.optimizer.param_groups, schedule.param_groups, strict=True):
             group["lr"] = source["lr"]
-        train_step(self.model, self.optimizer, x, y)
+        train_step(self.model, self.optimizer, x, y, regularizer)
         self.engine.apply()
 
     def state_dict(self) -> dict[str, Any]:
@@ -218,6 +225,9 @@ class SafeCompressUpdate(LoggedUpdate):
         # Global budgets move density between layers, but never below half a layer's start
         # (its ERK share): a layer stripped of its weights would disconnect the network.
         self.floors = {name: max(1, int(mask.sum()) // 2) for name, mask in engine.masks().items()}
+        # The loop's regulariser (adversarial training), set by the method: candidates train
+        # under the same term as the loop's model.
+        self.regularizer: Regularizer | None = None
         self.spares: list[_Copy] = []  # copies not in use
         self.copies: dict[int, _Copy] = {}
         self._idle()
@@ -238,7 +248,7 @@ class SafeCompressUpdate(LoggedUpdate):
             x, y = self.train.last
             for index in self.alive:
                 if index != self.live:
-                    self.copies[index].step(x, y, self.optimizer)
+                    self.copies[index].step(x, y, self.optimizer, self.regularizer)
             if step - self.start == self.lookahead[self.rung]:
                 self._test(step)
         if self.start is not None:

@@ -7,8 +7,16 @@ safecompress:  dynamic sparse training where, at every mask update, N candidate 
                simulated membership inference attack on the defender's own data) by successive
                halving; the best `val_acc - lambda * leakage` is kept.
 
-Each returns the model, its training history, its mask-update log and its layer densities at
-the start of training.
+safecompress_adv: SafeCompress with the TSE extension's adversarial training (the model also
+               trained against the simulated attackers; `adversarial`).
+dst_adv:       DST with the same adversarial training and no selection: what the selection
+               adds on top of the adversarial term.
+advreg:        compress, then defend: the dense model pruned by magnitude, then fine-tuned
+               with Nasr et al.'s adversarial regularisation.
+dpsgd, relaxloss, miapruning, distill: the defenses of `defenses`.
+
+Each returns the model, its training history, its mask-update log, its layer densities at the
+start of training, and the numbers it reports per model (DP-SGD's epsilon).
 """
 
 from __future__ import annotations
@@ -23,18 +31,26 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .adversarial import AdversarialRegularizer
 from .batches import TrainBatches
 from .checkpoint import Checkpoint
 from .devices import to_device
-from .loop import fit, make_optimizer
+from .loop import Regularizer, fit, make_optimizer
 from .mask_updates import DSTUpdate, LoggedUpdate, SafeCompressUpdate, Schedule, SharedBatches
 from .models import build_model, load_model
 from .safety import SafetyTest
 from .sparse import SparseEngine
-from .specs import DSTSpec, MagnitudeSpec, SafeCompressSpec, ScheduleSpec, TrainSpec
+from .specs import (
+    AdversarialSpec,
+    DSTSpec,
+    MagnitudeSpec,
+    SafeCompressSpec,
+    ScheduleSpec,
+    TrainSpec,
+)
 from .splits import MEMBER_SETS, Data, Samples, set_indices
 
-Result = tuple[nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float]]
+Result = tuple[nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,7 @@ class Job:
 # never replays another's numbers (SET's first update regrew exactly the weights it had just
 # dropped when masks and updates shared a seed) and adding draws to one leaves the others be.
 # Append new purposes: a purpose's seed depends on its position.
-PURPOSES = ("masks", "updates", "probes", "batches", "selection")
+PURPOSES = ("masks", "updates", "probes", "batches", "selection", "attackers", "noise")
 
 
 def purpose_seed(seed: int, purpose: str) -> int:
@@ -72,37 +88,62 @@ def purpose_seed(seed: int, purpose: str) -> int:
     return int(child.generate_state(1, np.uint64)[0])
 
 
-def magnitude(job: Job, sparse: MagnitudeSpec, dense: str) -> Result:
-    """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning."""
+def magnitude(
+    job: Job,
+    sparse: MagnitudeSpec,
+    dense: str,
+    defense: Callable[[nn.Module, int], Regularizer] | None = None,
+) -> Result:
+    """Static baseline: one-shot layer-wise magnitude pruning of the dense model, fine-tuning
+    (under a `defense`'s regulariser, if one is given: model, steps per epoch -> regulariser)."""
     model, _ = load_model(dense)
     to_device(model, job.device)
     engine = SparseEngine.magnitude_init(model, job.density, sparse.distribution)
     start = engine.layer_density()
     spec = dataclasses.replace(job.train, epochs=sparse.finetune_epochs)
+    train = TrainBatches(job.members(), spec, job.device)
+    regularizer = defense(model, train.steps_per_epoch) if defense else None
     history = fit(
         model,
-        TrainBatches(job.members(), spec, job.device),
+        train,
         job.data.set("reference"),
         spec,
         purpose_seed(job.seed, "batches"),
         after_step=lambda step: engine.apply(),
         checkpoint=job.checkpoint,
+        regularizer=regularizer,
     )
-    return model, history, pd.DataFrame(columns=["step"]), start
+    return model, history, pd.DataFrame(columns=["step"]), start, {}
 
 
-def dst(job: Job, sparse: DSTSpec) -> Result:
-    """Dynamic sparse training without a safety test."""
+def advreg(job: Job, sparse: MagnitudeSpec, adversarial: AdversarialSpec, dense: str) -> Result:
+    """Compress, then defend: magnitude pruning of the dense model, fine-tuned with adversarial
+    regularisation against the black-box attacker (Nasr et al.; `adversarial.attackers` is
+    ignored: AdvReg's inference model is the black-box one)."""
+    nasr_only = dataclasses.replace(adversarial, attackers=("nasr",))
+    return magnitude(
+        job, sparse, dense, lambda model, steps: _adversary(job, nasr_only, model, steps)
+    )
+
+
+def dst(job: Job, sparse: DSTSpec, adversarial: AdversarialSpec | None = None) -> Result:
+    """Dynamic sparse training without a safety test (with adversarial training, if given)."""
 
     def make_update(model, engine, optimizer, train: TrainBatches) -> DSTUpdate:
         schedule = _schedule(sparse, job.train.epochs * train.steps_per_epoch)
         return DSTUpdate(engine, optimizer, schedule, sparse.growth, job.generator("updates"))
 
-    return _sparse_training(job, sparse, make_update)
+    return _sparse_training(job, sparse, make_update, adversarial)
 
 
-def safecompress(job: Job, sparse: ScheduleSpec, safecompress: SafeCompressSpec) -> Result:
-    """Dynamic sparse training with safety-test-driven candidate selection."""
+def safecompress(
+    job: Job,
+    sparse: ScheduleSpec,
+    safecompress: SafeCompressSpec,
+    adversarial: AdversarialSpec | None = None,
+) -> Result:
+    """Dynamic sparse training with safety-test-driven candidate selection (with adversarial
+    training, if given: the TSE extension)."""
 
     def make_update(model, engine, optimizer, train: SharedBatches) -> SafeCompressUpdate:
         probes = job.generator("probes")
@@ -126,18 +167,55 @@ def safecompress(job: Job, sparse: ScheduleSpec, safecompress: SafeCompressSpec)
             {name: job.generator(name) for name in ("updates", "selection")},
         )
 
-    return _sparse_training(job, sparse, make_update)
+    return _sparse_training(job, sparse, make_update, adversarial)
+
+
+def _defense(name: str) -> Callable[..., Result]:
+    """A defense of `defenses`, imported when it runs (DP-SGD's Opacus takes a second)."""
+
+    def run(job: Job, **sections: Any) -> Result:
+        from . import defenses
+
+        return defenses.DEFENSES[name](job, **sections)
+
+    return run
 
 
 COMPRESSORS: dict[str, Callable[..., Result]] = {
     "magnitude": magnitude,
     "dst": dst,
     "safecompress": safecompress,
+    "safecompress_adv": safecompress,
+    "dst_adv": dst,
+    "advreg": advreg,
+    **{name: _defense(name) for name in ("dpsgd", "relaxloss", "miapruning", "distill")},
 }
 
 
+def _adversary(
+    job: Job, adversarial: AdversarialSpec, model: nn.Module, steps_per_epoch: int
+) -> AdversarialRegularizer:
+    """The simulated attackers the model trains against: known members (its own training
+    set) against the defender's held-out `reference` set."""
+    return AdversarialRegularizer(
+        model,
+        job.members(),
+        job.data.set("reference"),
+        attackers=adversarial.attackers,
+        weight=adversarial.weight,
+        attacker_steps=adversarial.attacker_steps,
+        warmup_steps=adversarial.warmup_steps,
+        start_step=adversarial.start_epoch * steps_per_epoch,
+        batch_size=job.train.batch_size,
+        seed=purpose_seed(job.seed, "attackers"),
+    )
+
+
 def _sparse_training(
-    job: Job, sparse: ScheduleSpec, make_update: Callable[..., LoggedUpdate]
+    job: Job,
+    sparse: ScheduleSpec,
+    make_update: Callable[..., LoggedUpdate],
+    adversarial: AdversarialSpec | None = None,
 ) -> Result:
     """Random ERK masks, then training with mask updates from `make_update`'s hook. Every
     method draws its masks and its batches from the same purposes' generators, so DST and
@@ -156,6 +234,11 @@ def _sparse_training(
     start = engine.layer_density()
     optimizer, scheduler = make_optimizer(model, job.train)
     update = make_update(model, engine, optimizer, train)
+    regularizer = None
+    if adversarial is not None:
+        regularizer = _adversary(job, adversarial, model, train.steps_per_epoch)
+        if isinstance(update, SafeCompressUpdate):
+            update.regularizer = regularizer  # candidates train under the same term
 
     def after_step(step: int) -> None:
         engine.apply()
@@ -171,8 +254,9 @@ def _sparse_training(
         (optimizer, scheduler),
         checkpoint=job.checkpoint,
         stateful={"update": update},
+        regularizer=regularizer,
     )
-    return model, history, update.table(), start
+    return model, history, update.table(), start, {}
 
 
 def _schedule(sparse: ScheduleSpec, total_steps: int) -> Schedule:

@@ -13,7 +13,6 @@ distill:     a sparse student trained by DST on the dense model's soft labels.
 Adversarial regularisation (`advreg`) is `adversarial.AdversarialRegularizer`.
 """
 
-from ..specs import DSTSpec, MagnitudeSpec, ScheduleSpec
 from . import distill, dpsgd, miapruning, relaxloss
 
 DEFENSES = {
@@ -22,12 +21,3 @@ DEFENSES = {
     "miapruning": miapruning.train,
     "distill": distill.train,
 }
-# What each reads of the config besides `model` and `train` (as `specs.METHOD_SPECS`).
-DEFENSE_SPECS: dict[str, dict[str, type]] = {
-    "dpsgd": {"sparse": ScheduleSpec, "dpsgd": dpsgd.DPSGDSpec},
-    "relaxloss": {"sparse": DSTSpec, "relaxloss": relaxloss.RelaxLossSpec},
-    "miapruning": {"sparse": MagnitudeSpec, "miapruning": miapruning.MIAPruningSpec},
-    "distill": {"sparse": DSTSpec, "distill": distill.DistillSpec},
-}
-# Those that also take `dense`, the trained dense model's path (as `magnitude` does).
-NEED_DENSE = ("miapruning", "distill")

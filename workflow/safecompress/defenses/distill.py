@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,20 +28,11 @@ from ..batches import TrainBatches
 from ..devices import forward, to_device
 from ..loop import Penalty, make_optimizer
 from ..models import load_model
-from ..specs import DSTSpec
+from ..specs import DistillSpec, DSTSpec
 from .training import DefenseResult, fit_dst, sparse_start
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
-
-
-@dataclass(frozen=True)
-class DistillSpec:
-    """`distill`: temperature T of the soft labels and weight alpha of the soft term (the
-    reference's `kd_train`: T = 1, alpha = 1/2)."""
-
-    temperature: float = 1.0
-    alpha: float = 0.5
 
 
 def soft_cross_entropy(

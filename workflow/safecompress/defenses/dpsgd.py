@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,7 +35,7 @@ from torch import nn
 from ..batches import TrainBatches
 from ..loop import make_optimizer
 from ..sparse import SparseEngine
-from ..specs import ScheduleSpec
+from ..specs import DPSGDSpec, ScheduleSpec
 from .training import DefenseResult, fit_dst, sparse_start
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
@@ -44,16 +43,6 @@ if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
 
 # SET regrowth: the only criterion that needs no gradient of a pruned weight (see above).
 GROWTH = "random"
-
-
-@dataclass(frozen=True)
-class DPSGDSpec:
-    """`dpsgd`: the noise multiplier sigma (noise std / clipping norm) and the per-sample
-    clipping norm C; those of Opacus's MNIST example. On the digits default (60 epochs,
-    q = 32/484) sigma = 1 gives epsilon ~ 12 at delta = 1/n, sigma = 2 ~ 3.8."""
-
-    noise_multiplier: float = 1.0
-    max_grad_norm: float = 1.0
 
 
 class PoissonBatches(TrainBatches):

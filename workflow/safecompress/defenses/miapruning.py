@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -39,23 +38,11 @@ from ..devices import to_device
 from ..loop import Penalty, fit
 from ..models import load_model
 from ..sparse import SparseEngine, layer_densities, n_active, prunable_layers, top_k_mask
-from ..specs import MagnitudeSpec
+from ..specs import MagnitudeSpec, MIAPruningSpec
 from .training import DefenseResult
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
-
-
-@dataclass(frozen=True)
-class MIAPruningSpec:
-    """`miapruning`: ADMM's penalty rho, the epochs of the ADMM phase and the epochs between
-    two Z, U updates (one ADMM iteration); the retraining lasts `sparse.finetune_epochs`.
-    rho = 0.1: on the digits default W comes within ~10 % of the sparse set (the relative
-    residual ||W - Z|| / ||W||, 0.11 at density 0.1); at 0.01 it drifts away (1.8 at 0.05)."""
-
-    rho: float = 0.1
-    admm_epochs: int = 20
-    admm_interval: int = 1
 
 
 def layer_budgets(model: nn.Module, density: float, distribution: str) -> dict[str, int]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,21 +33,11 @@ from torch import nn
 
 from ..batches import TrainBatches
 from ..loop import Penalty, make_optimizer
-from ..specs import DSTSpec
+from ..specs import DSTSpec, RelaxLossSpec
 from .training import DefenseResult, fit_dst, sparse_start
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
-
-
-@dataclass(frozen=True)
-class RelaxLossSpec:
-    """`relaxloss`: the target loss alpha, and the cap on the target probability of the
-    flattened soft labels (1: none, as in the authors' CIFAR configs). The authors' alpha is 1
-    on CIFAR-10; 0.5 suits digits, whose non-members' loss is ~0.2 after plain training."""
-
-    alpha: float = 0.5
-    upper: float = 1.0
 
 
 def flattened_labels(logits: torch.Tensor, labels: torch.Tensor, upper: float) -> torch.Tensor:

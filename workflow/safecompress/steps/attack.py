@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "density_measured": measured_density(model),
                 "seed": meta["seed"],
                 **accuracy_interval(correct),
+                # DP-SGD's privacy guarantee at delta = 1/n; empty for every other method
+                "epsilon": meta.get("report", {}).get("epsilon", float("nan")),
                 "n_members": int(is_member.sum()),
                 "n_nonmembers": int(held_out.sum()),
             }

@@ -1,14 +1,14 @@
-"""Step 3: compress to one density with one method: magnitude, dst or safecompress.
+"""Step 3: compress to one density with one method (see `safecompress.methods`).
 
     python -m safecompress.steps.compress --dataset digits --split results/digits/split.csv \\
         --method safecompress --density 0.1 --seed 0 \\
         --out-dir results/digits/safecompress/density0.1/seed0
 
-`--method magnitude` also needs `--dense`, the trained dense model it prunes. What each method
-does: `safecompress.methods`. Writes model.safetensors, history.csv and updates.csv (every
-mask update; for safecompress every candidate with its accuracy, attack numbers and whether
-it was selected). A killed run restarts from its last epoch; a finished one leaves no
-checkpoint.
+The methods that start from the dense target (magnitude, advreg, miapruning, distill) also
+need `--dense`, its model file. Writes model.safetensors (with what the method reports, e.g.
+DP-SGD's epsilon, in its metadata), history.csv and updates.csv (every mask update; for
+safecompress every candidate with its accuracy, leakage and whether it was selected). A killed
+run restarts from its last epoch; a finished one leaves no checkpoint.
 """
 
 from __future__ import annotations
@@ -40,14 +40,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dense", help="trained dense model (needed by --method magnitude)")
     p.add_argument("--variant", default="default", help="name of an ablation variant, if any")
     p.add_argument("--out-dir", required=True, type=Path)
-    cli.add_sections(p, "data", "model", "train", "sparse", "safecompress")
+    method_sections = sorted({name for spec in specs.METHOD_SPECS.values() for name in spec})
+    cli.add_sections(p, "data", "model", "train", *method_sections)
     args = p.parse_args(argv)
     if not 0.0 < args.density < 1.0:
         raise ValueError(f"--density must be in (0, 1), got {args.density}")
     extra = {}
-    if args.method == "magnitude":
+    if args.method in specs.FROM_DENSE:
         if not args.dense:
-            raise ValueError("--method magnitude needs --dense, the trained dense model to prune")
+            raise ValueError(f"--method {args.method} needs --dense, the trained dense model")
         extra["dense"] = args.dense
     entry = cli.data_entry(args, args.dataset)
     model_section = cli.dataset_section(args, args.dataset, "model")
@@ -68,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         config_hash({**read, **job_id, "code": code_revision()}),
     )
     job = Job(data, model_section, train, args.density, args.seed, device, checkpoint)
-    model, history, updates, start_density = COMPRESSORS[args.method](job, **sections, **extra)
+    model, history, updates, start_density, report = COMPRESSORS[args.method](
+        job, **sections, **extra
+    )
 
     meta = {
         "dataset": args.dataset,
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "density": args.density,
         "density_measured": measured_density(model),
         "layer_density_start": start_density,
+        "report": report,
         "layer_density_end": SparseEngine(model).layer_density(),
         "seed": args.seed,
         "model": model_section,

@@ -11,8 +11,9 @@ summary.csv:      one row per dataset x method x variant x density x seed x atta
 paper_table.csv:  per dataset x method x density x attack x metric: mean, sd and a 95 %
                   t-interval over seeds (with one seed: that model's bootstrap interval).
 paper_table.md:   the same as Markdown, one table per data set, "mean [low, high]" in %.
-paired.csv:       every method against DST at the same data set, density and seed, on the
-                  same samples (difference and 95 % interval), and the mean over seeds.
+paired.csv:       every method against DST and against SafeCompress at the same data set,
+                  density and seed, on the same samples (difference and 95 % interval), and
+                  the mean over seeds.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from ..intervals import seed_t_interval
 from ..io import atomic_path, read_csv, write_csv
 from ..metrics import ATTACK_METRICS
 from ..signals import logits_of
+from ..specs import METHODS
 from . import cli
 
 KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
 MODEL = KEY[:-1]
 METRICS = ["task_acc", *ATTACK_METRICS]
-METHOD_ORDER = ["dense", "magnitude", "dst", "safecompress"]
-PAIRED_BASELINE = "dst"
+METHOD_ORDER = ["dense", *METHODS]
+# Every method is compared with DST (no defense) and with SafeCompress, where they ran.
+PAIRED_BASELINES = ("dst", "safecompress")
 MARKDOWN_METRICS = (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"))
 
 
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--summary", required=True, type=Path)
     p.add_argument("--paper-table", type=Path, help="mean and interval over seeds (CSV)")
     p.add_argument("--markdown", type=Path, help="mean [interval] tables (Markdown)")
-    p.add_argument("--paired", type=Path, help="paired differences against DST (CSV)")
+    p.add_argument("--paired", type=Path, help="paired differences (CSV)")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of paired intervals")
     args = p.parse_args(argv)
     summary = summary_table([read_csv(path, required=(*KEY, *METRICS)) for path in args.inputs])
@@ -164,7 +167,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         with atomic_path(args.markdown) as tmp:
             tmp.write_text(markdown_tables(stats))
     if args.paired:
-        rows = paired_rows(scored_models(summary), PAIRED_BASELINE, args.bootstrap)
+        models = scored_models(summary)
+        rows = [
+            row
+            for baseline in PAIRED_BASELINES
+            for row in paired_rows(models, baseline, args.bootstrap)
+        ]
         write_csv(pd.DataFrame(rows, columns=PAIRED_COLUMNS), args.paired)
     print(f"{len(summary)} rows from {len(args.inputs)} models -> {args.summary}")
 
