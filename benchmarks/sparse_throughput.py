@@ -29,7 +29,7 @@ from safecompress.batches import TrainBatches
 from safecompress.config import load_yaml
 from safecompress.devices import pick_device, to_device
 from safecompress.loop import make_optimizer, train_step
-from safecompress.mask_updates import SafeCompressUpdate, Schedule
+from safecompress.mask_updates import SafeCompressUpdate, Schedule, SharedBatches
 from safecompress.models import build_model
 from safecompress.safety import SafetyTest
 from safecompress.sparse import SparseEngine
@@ -76,13 +76,15 @@ def main() -> None:
         batch_size=args.batch or spec.batch_size,
         workers=spec.workers if args.workers is None else args.workers,
     )
-    section, interval = config["safecompress"], config["sparse"]["update_interval"]
-    strategies = [Strategy(s["scale"], s["growth"]) for s in section["strategies"]]
+    section, sparse = config["safecompress"], config["sparse"]
+    interval, lookahead = sparse["update_interval"], tuple(section["lookahead"])
+    strategies = [Strategy(**s) for s in section["strategies"]]
+    probe = section["probe_size"] if isinstance(section["probe_size"], int) else 1000
     device = pick_device()
     torch.manual_seed(0)
-    n = max(4 * spec.batch_size, 2 * section["probe_size"])
+    n = max(4 * spec.batch_size, 2 * probe)
     data = Samples(torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,)))
-    batches = TrainBatches(data, spec, device)
+    batches = SharedBatches(data, spec, device)
 
     def resnet18() -> torch.nn.Module:
         return to_device(build_model({"arch": "resnet18"}, (3, 32, 32), 10), device)
@@ -96,9 +98,8 @@ def main() -> None:
     engine = SparseEngine.random_init(model, args.density, "erk", torch.Generator().manual_seed(0))
     optimizer = make_optimizer(model, spec)[0]
     sparse_step = seconds_per_step(model, optimizer, batches, args.steps, engine.apply)
-    probe = section["probe_size"]
     safety = SafetyTest(
-        section["safety_attack"],
+        section["safety_score"],
         Samples(data.x[:probe], data.y[:probe]),
         Samples(data.x[-probe:], data.y[-probe:]),
     )
@@ -106,20 +107,27 @@ def main() -> None:
         model,
         engine,
         optimizer,
-        Schedule(1, config["sparse"]["prune_fraction"], 10**9),
+        Schedule(interval, sparse["prune_fraction"], 10**9, sparse["prune_floor"]),
         strategies,
+        lookahead,
         safety,
         section["lambda"],
-        section["candidate_steps"],
         batches,
-        torch.Generator().manual_seed(0),
+        10**9,
+        {name: torch.Generator().manual_seed(i) for i, name in enumerate(("updates", "selection"))},
     )
-    update(1)  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    update(2)
-    synchronize(device)
-    update_seconds = time.perf_counter() - start
+    # One update spreads over its look-ahead: time the steps from the update to its decision
+    # with the hook, minus the same number of plain sparse steps.
+    step = iter(itertools.count(interval - 2))  # the two warm-up steps come first
+
+    def hooked() -> None:
+        engine.apply()
+        update(next(step))
+
+    window = lookahead[-1] + 1
+    update_seconds = window * (
+        seconds_per_step(model, optimizer, batches, window, hooked) - sparse_step
+    )
 
     steps = math.ceil(CIFAR_TRAIN / spec.batch_size)
     dense_epoch = steps * dense_step
@@ -128,8 +136,8 @@ def main() -> None:
     print(
         f"device: {name} ({device}); CIFAR ResNet-18, batch {spec.batch_size}, augment "
         f"{spec.augment}, workers {spec.workers}, density {args.density}, N = "
-        f"{len(strategies)}, candidate_steps = {section['candidate_steps']}, update every "
-        f"{interval} steps, {section['safety_attack']} safety attack on {probe} + {probe} samples"
+        f"{len(strategies)}, look-ahead {lookahead}, update every {interval} steps, "
+        f"{section['safety_score']} safety score on {probe} + {probe} samples"
     )
     for label, seconds in (("dense step ", dense_step), ("sparse step", sparse_step)):
         images_per_s = spec.batch_size / seconds

@@ -274,7 +274,7 @@ def test_set_regrows_new_positions_at_its_first_update(tmp_path):
     """SET's random growth must not replay the initial mask's random numbers: with the masks'
     and the updates' generators seeded alike, the first update regrew exactly the weights it
     had just dropped (nothing moved)."""
-    _, _, updates, _ = methods.dst(toy_job(tmp_path), DSTSpec(**SPARSE, growth="random"))
+    _, _, updates, *_ = methods.dst(toy_job(tmp_path), DSTSpec(**SPARSE, growth="random"))
     assert len(updates) > 1
     assert updates["moved"].iloc[0] > 0
     assert (updates["moved"] > 0).all()
@@ -283,7 +283,7 @@ def test_set_regrows_new_positions_at_its_first_update(tmp_path):
 def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
     """SafeCompress with DST's strategy alone is DST: same initial masks, same batches, same
     update numbers, look-ahead inside the step budget."""
-    dst_model, dst_history, _, dst_start = methods.dst(
+    dst_model, dst_history, _, dst_start, *_ = methods.dst(
         toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient")
     )
     section = SafeCompressSpec(
@@ -293,7 +293,7 @@ def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
         probe_size="all",
         safety_weight=1.0,
     )
-    safe_model, safe_history, updates, safe_start = methods.safecompress(
+    safe_model, safe_history, updates, safe_start, *_ = methods.safecompress(
         toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section
     )
     assert dst_start == safe_start

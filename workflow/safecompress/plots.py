@@ -756,6 +756,7 @@ ABLATION_SWEEPS: Final = {
     "lambda": "Safety weight λ",
     "n": "Number of candidates N",
     "set": "Strategy set",
+    "setting": "Setting",
 }
 
 

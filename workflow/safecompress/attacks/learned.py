@@ -6,13 +6,11 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..features import output_residual
@@ -32,8 +30,13 @@ def nn_attack_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.column_stack([top3, confidence(probs, labels)])
 
 
-def fit_nn_attack(features: np.ndarray, is_member: np.ndarray, seed: int) -> Pipeline:
+def fit_nn_attack(features: np.ndarray, is_member: np.ndarray, seed: int) -> Any:
     """Shadow-trained attack classifier: standardized features into a one-hidden-layer MLP."""
+    # here, not at the top: scikit-learn takes seconds to import, and only this attack needs it
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     classifier = make_pipeline(
         StandardScaler(),
         MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=seed),
@@ -41,7 +44,7 @@ def fit_nn_attack(features: np.ndarray, is_member: np.ndarray, seed: int) -> Pip
     return classifier.fit(features, np.asarray(is_member, dtype=bool))
 
 
-def nn_member_probability(classifier: Pipeline, features: np.ndarray) -> np.ndarray:
+def nn_member_probability(classifier: Any, features: np.ndarray) -> np.ndarray:
     """The fitted classifier's probability that each sample is a member: the `nn` score."""
     member_column = list(classifier.classes_).index(True)
     return classifier.predict_proba(features)[:, member_column]
