@@ -69,9 +69,9 @@ def test_both_formats_give_a_full_summary(run):
 def test_each_data_set_trains_its_own_model(run):
     for dataset, n_pool, arch in (("fashion", 1600, "cnn"), ("reviews", N_REVIEWS, "transformer")):
         split = pd.read_csv(run / f"results/{dataset}/split.csv")
-        assert split["index"].max() < n_pool and len(split) == int(0.25 * n_pool) * 2 + int(
-            0.2 * n_pool
-        ) * 2 + int(0.1 * n_pool)
+        fractions = yaml.safe_load(FORMATS.read_text())["data"][dataset]["split"]
+        assert split["index"].max() < n_pool
+        assert len(split) == sum(int(f * n_pool) for f in fractions.values())
         for method in ("dense", "safecompress"):
             density = "1.0" if method == "dense" else "0.2"
             meta = read_meta(
