@@ -774,3 +774,27 @@ def test_module_runs_and_fails_with_exit_code_2(paper_csv, tmp_path):
     failed = run_module("accuracy", "--paper-table", str(tmp_path / "none.csv"), "--out", str(out))
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_ablation_figure_draws_numeric_and_named_sweeps():
+    """lambda and N sweeps on a numeric axis; strategy sets and settings by name."""
+    variants = ["lambda_0.0", "lambda_2.0", "n_1", "set_growth_criteria", "setting_loss_gap"]
+    table = pd.DataFrame(
+        [
+            {
+                "dataset": "digits",
+                "method": "safecompress",
+                "variant": variant,
+                "density": 0.1,
+                "seed": seed,
+                "attack": "rmia",
+                "task_acc": 0.9 - 0.01 * i,
+                "auc": 0.55 + 0.01 * seed,
+            }
+            for i, variant in enumerate(variants)
+            for seed in (0, 1)
+        ]
+    )
+    figure = plots.ablation(table, "rmia")
+    labels = [axes.get_xlabel() for axes in figure.axes]
+    assert {"Safety weight λ", "Number of candidates N", "Strategy set", "Setting"} <= set(labels)

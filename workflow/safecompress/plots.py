@@ -775,7 +775,8 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
     style = METHOD_STYLE["safecompress"]
     for column, sweep in enumerate(sweeps):
         stats = _seed_mean_sd(rows[rows["sweep"] == sweep], ["value"], ["task_acc", "auc"])
-        if sweep != "set":  # numeric sweeps in numeric order
+        categorical = sweep in ("set", "setting")
+        if not categorical:  # numeric sweeps in numeric order
             stats = stats.assign(x=stats["value"].astype(float)).sort_values("x")
         else:
             stats = stats.assign(x=stats["value"])
@@ -790,7 +791,7 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
                 color=style.color,
                 marker=style.marker,
                 label=style.label,
-                linestyle="none" if sweep == "set" else "-",
+                linestyle="none" if categorical else "-",
             )
             axes.set(xlabel=ABLATION_SWEEPS[sweep], ylabel=label if column == 0 else None)
         if sweep == "n":  # whole numbers of candidates only
