@@ -211,16 +211,11 @@ def _adversary(
     )
 
 
-def _sparse_training(
-    job: Job,
-    sparse: ScheduleSpec,
-    make_update: Callable[..., LoggedUpdate],
-    adversarial: AdversarialSpec | None = None,
-) -> Result:
-    """Random ERK masks, then training with mask updates from `make_update`'s hook. Every
-    method draws its masks and its batches from the same purposes' generators, so DST and
-    SafeCompress start alike and see the same batches in the same order."""
-    train = SharedBatches(job.members(), job.train, job.device)
+def sparse_start(
+    job: Job, sparse: ScheduleSpec
+) -> tuple[nn.Module, SparseEngine, dict[str, float]]:
+    """A fresh model on the job's device with random ERK masks (as every DST method starts),
+    its engine and its layer densities."""
     model = build_model(job.model, tuple(job.data.x.shape[1:]), job.data.n_classes)
     to_device(model, job.device)
     engine = SparseEngine.random_init(
@@ -231,7 +226,20 @@ def _sparse_training(
         # the 1/sqrt(density) rescaling suits fresh weights, not a pretrained transformer's
         rescale=job.model["arch"] != "transformer",
     )
-    start = engine.layer_density()
+    return model, engine, engine.layer_density()
+
+
+def _sparse_training(
+    job: Job,
+    sparse: ScheduleSpec,
+    make_update: Callable[..., LoggedUpdate],
+    adversarial: AdversarialSpec | None = None,
+) -> Result:
+    """Random ERK masks, then training with mask updates from `make_update`'s hook. Every
+    method draws its masks and its batches from the same purposes' generators, so DST and
+    SafeCompress start alike and see the same batches in the same order."""
+    train = SharedBatches(job.members(), job.train, job.device)
+    model, engine, start = sparse_start(job, sparse)
     optimizer, scheduler = make_optimizer(model, job.train)
     update = make_update(model, engine, optimizer, train)
     regularizer = None

@@ -27,9 +27,10 @@ from torch import nn
 from ..batches import TrainBatches
 from ..devices import forward, to_device
 from ..loop import Penalty, make_optimizer
+from ..methods import sparse_start
 from ..models import load_model
 from ..specs import DistillSpec, DSTSpec
-from .training import DefenseResult, fit_dst, sparse_start
+from .training import DefenseResult, fit_dst
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job

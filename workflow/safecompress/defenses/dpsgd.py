@@ -34,9 +34,10 @@ from torch import nn
 
 from ..batches import TrainBatches
 from ..loop import make_optimizer
+from ..methods import sparse_start
 from ..sparse import SparseEngine
 from ..specs import DPSGDSpec, ScheduleSpec
-from .training import DefenseResult, fit_dst, sparse_start
+from .training import DefenseResult, fit_dst
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job

@@ -33,8 +33,9 @@ from torch import nn
 
 from ..batches import TrainBatches
 from ..loop import Penalty, make_optimizer
+from ..methods import sparse_start
 from ..specs import DSTSpec, RelaxLossSpec
-from .training import DefenseResult, fit_dst, sparse_start
+from .training import DefenseResult, fit_dst
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job

@@ -1,8 +1,8 @@
 """What the defenses share: the sparse start and the DST training of `methods`, with room for a
 defense's own loss (a `loop.Regularizer`), optimiser or batches.
 
-`sparse_start` + `fit_dst` is `methods._sparse_training` with the DST update of `methods.dst`,
-opened up; `methods` can be rewritten on top of them so that neither repeats the other.
+`methods.sparse_start` + `fit_dst` is `methods._sparse_training` with the DST update of
+`methods.dst`, opened up for a defense's regulariser, optimiser or batches.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from ..batches import TrainBatches
-from ..devices import to_device
 from ..loop import Regularizer, fit
 from ..mask_updates import DSTUpdate
-from ..models import build_model
 from ..sparse import SparseEngine
 from ..specs import ScheduleSpec
 
@@ -28,24 +26,6 @@ if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
 # layer densities at the start, and the per-model numbers it reports (DP-SGD's epsilon).
 DefenseResult = tuple[nn.Module, pd.DataFrame, pd.DataFrame, dict[str, float], dict[str, float]]
 Optimizer = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]
-
-
-def sparse_start(
-    job: Job, sparse: ScheduleSpec
-) -> tuple[nn.Module, SparseEngine, dict[str, float]]:
-    """A fresh model on the job's device with random ERK masks (as every DST method starts),
-    its engine and its layer densities."""
-    model = build_model(job.model, tuple(job.data.x.shape[1:]), job.data.n_classes)
-    to_device(model, job.device)
-    engine = SparseEngine.random_init(
-        model,
-        job.density,
-        sparse.distribution,
-        job.generator("masks"),
-        # the 1/sqrt(density) rescaling suits fresh weights, not a pretrained transformer's
-        rescale=job.model["arch"] != "transformer",
-    )
-    return model, engine, engine.layer_density()
 
 
 def fit_dst(
