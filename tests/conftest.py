@@ -29,3 +29,14 @@ def tiny_bert(tmp_path_factory) -> str:
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

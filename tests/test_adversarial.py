@@ -35,6 +35,9 @@ OVERFIT = TrainSpec(
     gamma=0.1,
 )
 
+# Small models: one thread is as fast, and spares the cores others share.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @dataclasses.dataclass(frozen=True)
 class Sets:
@@ -51,15 +54,6 @@ def digits_sets(seed: int, n_members: int = 100) -> Sets:
     cut = (n_members, n_members + 300, n_members + 800)
     parts = order[: cut[0]], order[cut[0] : cut[1]], order[cut[1] : cut[2]]
     return Sets(*(Samples(x[rows], y[rows]) for rows in parts))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread is as fast, and much faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

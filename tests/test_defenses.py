@@ -43,6 +43,9 @@ DST = DSTSpec(**SCHEDULE, stop_fraction=0.75, growth="gradient")
 DENSITY = 0.2
 SETS = {"target_train": 96, "known_members": 32, "reference": 64, "target_out": 64}
 
+# Small models: one thread is as fast, and spares the cores others share.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def toy_data(seed=0):
     """Four classes of 4x4 'images', learnable from their sums and first pixel."""
@@ -52,15 +55,6 @@ def toy_data(seed=0):
     y = (x.sum((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()
     split = pd.DataFrame({"index": np.arange(n), "set": np.repeat(list(SETS), list(SETS.values()))})
     return Data(x, y, split, 4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and spares the cores others share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
