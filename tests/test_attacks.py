@@ -218,7 +218,7 @@ def reference_logits(target, margin, k, seed):
     return logits
 
 
-def run(target, shadow, names, seed=0, reference_margin=1.0):
+def run(target, shadow, names, seed=0, reference_margin=1.0, adversaries=None):
     """run_attacks on signal tables, as the attack step calls it: (metrics, scores) tables.
     References are OUT models; the population is the shadow models' non-members; features
     (white-box) are noise, so the white-box attack reads the logits and loss only."""
@@ -236,6 +236,7 @@ def run(target, shadow, names, seed=0, reference_margin=1.0):
         population=attacks.Population(
             shadow_signals.logits[out], shadow_signals.labels[out], probability
         ),
+        adversaries=adversaries or {},
     )
     results = attacks.run_attacks(inputs, names, seed)
     scores = target[["index", "set", "label"]].reset_index(drop=True)
@@ -245,6 +246,23 @@ def run(target, shadow, names, seed=0, reference_margin=1.0):
         scores[f"pred_{name}"] = predicted.astype(int)
         rows.append({"attack": name, **attack_metrics(inputs.target.is_member, score, predicted)})
     return pd.DataFrame(rows), scores
+
+
+def test_network_attacks_use_a_given_adversary_and_fit_the_same_one_without():
+    """The workflow fits nasr and whitebox once per seed and passes them in; without them the
+    attack fits the same networks on the shadow signals (same seed), so the scores agree."""
+    target, shadow = leaky_signals(seed=0)
+    names = list(attacks.NETWORK_ATTACKS)
+    _, fitted_here = run(target, shadow, names, seed=0)
+    rng = np.random.default_rng(11)  # the features run() draws for the shadow signals
+    rng.normal(size=(len(target), 8))
+    shadow_signals = attacks.read_signals(shadow, "shadow", rng.normal(size=(len(shadow), 8)))
+    given = {name: attacks.FIT_ADVERSARY[name](shadow_signals, 0) for name in names}
+    _, with_given = run(target, shadow, names, seed=0, adversaries=given)
+    pd.testing.assert_frame_equal(with_given, fitted_here)
+    untrained = {"nasr": learned.NasrAdversary(shadow_signals.logits.shape[1]).eval()}
+    _, with_untrained = run(target, shadow, ["nasr"], seed=0, adversaries=untrained)
+    assert not np.array_equal(with_untrained["score_nasr"], fitted_here["score_nasr"])
 
 
 def test_run_attacks_detects_members_with_lower_loss():

@@ -119,6 +119,7 @@ def test_every_schema_enum_is_a_python_constant():
     assert found.keys() == expected.keys()
     for path, values in found.items():
         assert sorted(values) == sorted(expected[path]), path
+    assert specs.NETWORK_ATTACKS == attacks.NETWORK_ATTACKS == tuple(attacks.FIT_ADVERSARY)
     split = schema()["properties"]["data"]["additionalProperties"]["properties"]["split"]
     assert tuple(split["properties"]) == splits.SPLIT_SETS == tuple(split["required"])
 

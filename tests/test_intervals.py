@@ -162,38 +162,50 @@ def test_metric_intervals_input_errors():
         )
 
 
-# --- paired_difference ----------------------------------------------------------------------
+# --- paired_differences ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", ["auc", "tpr_at_1pct_fpr", "tpr_at_0fpr"])
-def test_paired_difference_of_identical_scores_is_exactly_zero(metric):
+def test_paired_differences_of_identical_scores_are_exactly_zero():
     is_member, scores = problem_with_ties(seed=9)
-    assert intervals.paired_difference(is_member, scores, scores.copy(), metric, 300, 0) == (
-        0.0,
-        0.0,
-        0.0,
-    )
+    metrics = ["auc", "tpr_at_1pct_fpr", "tpr_at_0fpr"]
+    differences = intervals.paired_differences(is_member, scores, scores.copy(), metrics, 300, 0)
+    assert differences == {metric: (0.0, 0.0, 0.0) for metric in metrics}
 
 
-def test_paired_difference_of_identical_predictions_is_exactly_zero():
+def test_paired_differences_of_identical_predictions_are_exactly_zero():
     is_member, scores = problem_with_ties(seed=9)
     predicted = scores >= 25
-    for metric in ("attack_acc", "advantage"):
-        assert intervals.paired_difference(
-            is_member, predicted, predicted.copy(), metric, 300, 0
-        ) == (0.0, 0.0, 0.0)
+    metrics = ["attack_acc", "advantage"]
+    differences = intervals.paired_differences(
+        is_member, predicted, predicted.copy(), metrics, 300, 0
+    )
+    assert differences == {metric: (0.0, 0.0, 0.0) for metric in metrics}
 
 
-def test_paired_difference_finds_a_small_consistent_improvement():
+def test_paired_differences_of_several_metrics_are_each_metrics_own():
+    """One bootstrap for several metrics gives each the interval it gets alone (same seed,
+    same resamples)."""
+    rng = np.random.default_rng(13)
+    is_member = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    scores_a = rng.normal(size=600) + 1.0 * is_member
+    scores_b = scores_a + rng.normal(scale=0.5, size=600)
+    metrics = ["auc", "tpr_at_1pct_fpr"]
+    together = intervals.paired_differences(is_member, scores_a, scores_b, metrics, 200, 4)
+    for metric in metrics:
+        alone = intervals.paired_differences(is_member, scores_a, scores_b, [metric], 200, 4)
+        assert alone[metric] == pytest.approx(together[metric], rel=1e-12)
+
+
+def test_paired_differences_find_a_small_consistent_improvement():
     """b adds a little noise to a's scores: the AUC drop is small but systematic, and the
     paired interval, which cancels what both share, resolves it."""
     rng = np.random.default_rng(10)
     is_member = np.r_[np.ones(400, bool), np.zeros(400, bool)]
     scores_a = rng.normal(size=800) + 1.0 * is_member
     scores_b = scores_a + rng.normal(scale=0.5, size=800)
-    difference, low, high = intervals.paired_difference(
-        is_member, scores_a, scores_b, "auc", 1000, 0
-    )
+    difference, low, high = intervals.paired_differences(
+        is_member, scores_a, scores_b, ["auc"], 1000, 0
+    )["auc"]
     assert difference == pytest.approx(
         metrics.roc_auc(is_member, scores_a) - metrics.roc_auc(is_member, scores_b)
     )
@@ -202,20 +214,26 @@ def test_paired_difference_finds_a_small_consistent_improvement():
     assert high - low < 0.75 * (single["auc_ci_high"] - single["auc_ci_low"])
 
 
-def test_paired_difference_is_nan_where_the_fpr_is_unresolved():
+def test_paired_differences_are_nan_where_the_fpr_is_unresolved():
     is_member, scores = problem_with_ties(seed=11)  # 500 non-members: 0.1% unresolved
-    result = intervals.paired_difference(is_member, scores, -scores, "tpr_at_0.1pct_fpr", 50, 0)
-    assert all(np.isnan(result))
+    result = intervals.paired_differences(
+        is_member, scores, -scores, ["tpr_at_0.1pct_fpr", "auc"], 50, 0
+    )
+    assert all(np.isnan(result["tpr_at_0.1pct_fpr"]))
+    assert result["auc"][1] <= result["auc"][0] <= result["auc"][2]
 
 
-def test_paired_difference_input_errors():
+def test_paired_differences_input_errors():
     is_member, scores = problem_with_ties(seed=12)
+    paired = intervals.paired_differences
     with pytest.raises(ValueError, match="unknown metric"):
-        intervals.paired_difference(is_member, scores, scores, "precision", 10, 0)
+        paired(is_member, scores, scores, ["precision"], 10, 0)
     with pytest.raises(ValueError, match="0/1 member predictions"):
-        intervals.paired_difference(is_member, scores, scores, "attack_acc", 10, 0)
+        paired(is_member, scores, scores, ["attack_acc"], 10, 0)
+    with pytest.raises(ValueError, match="mix score metrics with prediction metrics"):
+        paired(is_member, scores, scores, ["auc", "attack_acc"], 10, 0)
     with pytest.raises(ValueError, match="length mismatch"):
-        intervals.paired_difference(is_member, scores, scores[:-1], "auc", 10, 0)
+        paired(is_member, scores, scores[:-1], ["auc"], 10, 0)
 
 
 # --- seed_t_interval ------------------------------------------------------------------------

@@ -177,6 +177,36 @@ def test_reference_architecture_sizes():
     assert whitebox.gradient_branch[5].in_features == 5 * 64  # (C // 2) x (d // 2) after pooling
 
 
+@pytest.mark.parametrize("attack", ["nasr", "whitebox"])
+def test_a_saved_adversary_scores_exactly_as_the_fitted_one(attack, tmp_path):
+    logits, labels, features, is_member = synthetic(5, 60, 60, 3.0, 1.0)
+    if attack == "nasr":
+        module = learned.fit_nasr(logits, labels, is_member, 0)
+    else:
+        module = learned.fit_whitebox(logits, labels, features, is_member, 0)
+    learned.save_adversary(module, tmp_path / "adversary.safetensors")
+    kind, loaded = learned.load_adversary(tmp_path / "adversary.safetensors")
+    assert kind == attack and type(loaded) is type(module) and not loaded.training
+    inputs = (logits, labels) if attack == "nasr" else (logits, labels, features)
+    score = (
+        learned.nasr_member_probability
+        if attack == "nasr"
+        else (learned.whitebox_member_probability)
+    )
+    np.testing.assert_array_equal(score(loaded, *inputs), score(module, *inputs))
+
+
+def test_a_missing_or_damaged_adversary_file_is_one_clear_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rerun rule fit_attacker"):
+        learned.load_adversary(tmp_path / "absent.safetensors")
+    path = tmp_path / "nasr.safetensors"
+    learned.save_adversary(learned.NasrAdversary(N_CLASSES), path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="delete it and rerun") as error:
+        learned.load_adversary(path)
+    assert "\n" not in str(error.value)
+
+
 # --- Bad input ----------------------------------------------------------------------------
 
 

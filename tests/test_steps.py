@@ -19,7 +19,11 @@ from safecompress.models import build_model
 from safecompress.splits import Samples
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ["split", "train", "compress", "attack", "summarize", "figures"]
+STEPS = sorted(
+    path.stem
+    for path in (REPO / "workflow" / "safecompress" / "steps").glob("*.py")
+    if path.stem not in ("__init__", "cli")
+)
 
 
 def step(name, *args):

@@ -1,3 +1,28 @@
+rule fit_attacker:
+    """A network attack's attacker (nasr, whitebox), fitted on the shadow models once per data
+    set and seed: it depends on nothing else, and every target of that seed reuses it.
+    """
+    input:
+        shadow=shadow_files,
+    output:
+        results("{dataset}/attackers/seed{seed}/{attack}.safetensors"),
+    log:
+        results("logs/fit_attacker/{dataset}_{attack}_seed{seed}.log"),
+    benchmark:
+        results("benchmarks/fit_attacker/{dataset}_{attack}_seed{seed}.tsv")
+    wildcard_constraints:
+        attack="|".join(specs.NETWORK_ATTACKS),
+    conda:
+        ENV
+    resources:
+        **RESOURCES,
+    params:
+        shadows=shadow_dirs,
+    shell:
+        "python -m safecompress.steps.fit_attackers --attack {wildcards.attack}"
+        " --shadows {params.shadows} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+
+
 rule attack:
     """Every evaluation attack on one target model; the attacker knows only its own pool and
     the shadow models trained on it."""
@@ -7,6 +32,7 @@ rule attack:
             "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
         ),
         shadow=shadow_files,
+        adversaries=adversary_files,
     output:
         table=results("{dataset}/{method}/density{density}/seed{seed}/attacks.csv"),
         signals=results("{dataset}/{method}/density{density}/seed{seed}/signals.csv"),
@@ -26,6 +52,7 @@ rule attack:
     shell:
         "python -m safecompress.steps.attack --dataset {wildcards.dataset} --split {input.split}"
         " --model {input.model} --shadows {params.shadows} --seed {wildcards.seed}"
+        " --adversaries {input.adversaries}"
         " --out-dir $(dirname {output.table}) --data {params.data:q}"
         " --evaluation {params.evaluation:q} > {log} 2>&1"
 

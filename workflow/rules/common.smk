@@ -188,6 +188,17 @@ def shadow_files(wildcards):
     ]
 
 
+def adversary_files(wildcards):
+    """The fitted attacker of every configured network attack, for this data set and seed."""
+    return [
+        results(
+            f"{wildcards.dataset}/attackers/seed{wildcards.seed}/{attack}.safetensors"
+        )
+        for attack in config["evaluation"]["attacks"]
+        if attack in specs.NETWORK_ATTACKS
+    ]
+
+
 def final_outputs():
     ablations = ["ablation"] if ablation_variants() else []
     tables = [results(f"tables/{name}.{ext}") for name, ext in TABLES]

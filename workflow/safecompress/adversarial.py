@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks.learned import ATTACKER_LR, NasrAdversary, WhiteBoxAdversary
+from .attacks.learned import ADVERSARIES, ATTACKER_LR, NasrAdversary, WhiteBoxAdversary
 from .devices import forward
 from .features import output_layer, penultimate_features
 from .loop import Penalty
 from .splits import Samples
 
-ATTACKERS = ("nasr", "whitebox")
+ATTACKERS = tuple(ADVERSARIES)
 # The reference's weight (`loss1 - 0.1 * ...`); see the module docstring.
 DEFAULT_WEIGHT = 0.1
 CPU = torch.device("cpu")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
-from .intervals import paired_difference, seed_t_interval
+from .intervals import paired_differences, seed_t_interval
 
 # What the paired table compares besides task accuracy: the threshold-free attack metrics.
 PAIRED_METRICS = ("auc", "tpr_at_1pct_fpr")
@@ -87,15 +87,16 @@ def paired_rows(
             )
         }
         for attack in model.scores.keys() & reference.scores.keys():
-            for metric in PAIRED_METRICS:
-                comparisons[attack, metric] = paired_difference(
-                    model.is_member,
-                    model.scores[attack],
-                    reference.scores[attack],
-                    metric,
-                    n_resamples,
-                    seed,
-                )
+            differences = paired_differences(
+                model.is_member,
+                model.scores[attack],
+                reference.scores[attack],
+                PAIRED_METRICS,
+                n_resamples,
+                seed,
+            )
+            for metric, triple in differences.items():
+                comparisons[attack, metric] = triple
         for (attack, metric), (difference, low, high) in comparisons.items():
             rows.append(
                 {

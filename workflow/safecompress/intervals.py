@@ -274,49 +274,61 @@ def _point_metric(metric: str, is_member: np.ndarray, values: np.ndarray) -> flo
     raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(ATTACK_METRICS)}")
 
 
-def paired_difference(
+def paired_differences(
     is_member: np.ndarray,
-    scores_a: np.ndarray,
-    scores_b: np.ndarray,
-    metric: str,
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    metrics: Sequence[str],
     n_resamples: int,
     seed: int | np.random.Generator,
     confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """(metric(a) - metric(b), low, high) for two models scored on the SAME samples.
+) -> dict[str, tuple[float, float, float]]:
+    """Per metric, (metric(a) - metric(b), low, high) for two models scored on the SAME samples.
 
     Both are evaluated on the same stratified index resamples, so what the samples share
     cancels and the interval is that of the difference itself (narrower than two separate
-    intervals suggest). For attack_acc and advantage, pass 0/1 member predictions as scores.
-    A NaN triple where the metric is NaN (an FPR the non-members cannot resolve).
+    intervals suggest). The metrics all read scores, or all read 0/1 member predictions
+    (attack_acc, advantage): pass those as the values. A NaN triple where the metric is NaN
+    (an FPR the non-members cannot resolve).
     """
-    if metric not in ATTACK_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(ATTACK_METRICS)}")
-    if metric in PREDICTION_METRICS:
-        is_member, _ = binary_problem(is_member, scores_a)
-        scores_a = _predictions(is_member, scores_a, "scores_a")
-        scores_b = _predictions(is_member, scores_b, "scores_b")
-    else:
-        is_member, scores_a = membership_scores(is_member, scores_a)
-        _, scores_b = membership_scores(is_member, scores_b)
-    difference = _point_metric(metric, is_member, scores_a) - _point_metric(
-        metric, is_member, scores_b
-    )
-    if np.isnan(difference):
-        return float("nan"), float("nan"), float("nan")
-    predictions = metric in PREDICTION_METRICS
-    statistic_a, statistic_b = (
-        _resampled_statistic(
-            [metric], is_member, values.astype(float), values if predictions else None
+    unknown = sorted(set(metrics) - set(ATTACK_METRICS))
+    if unknown or not metrics:
+        raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(ATTACK_METRICS)}")
+    predictions = {metric in PREDICTION_METRICS for metric in metrics}
+    if len(predictions) > 1:
+        raise ValueError(
+            f"metrics {list(metrics)} mix score metrics with prediction metrics "
+            f"({', '.join(PREDICTION_METRICS)}); compare them in separate calls"
         )
-        for values in (scores_a, scores_b)
-    )
+    if predictions == {True}:
+        is_member, _ = binary_problem(is_member, values_a)
+        values_a = _predictions(is_member, values_a, "values_a")
+        values_b = _predictions(is_member, values_b, "values_b")
+    else:
+        is_member, values_a = membership_scores(is_member, values_a)
+        _, values_b = membership_scores(is_member, values_b)
+    differences = {
+        metric: _point_metric(metric, is_member, values_a)
+        - _point_metric(metric, is_member, values_b)
+        for metric in metrics
+    }
+    resolved = [metric for metric in metrics if not np.isnan(differences[metric])]
+    results = {metric: (float("nan"),) * 3 for metric in metrics}
+    if resolved:
+        statistic_a, statistic_b = (
+            _resampled_statistic(
+                resolved, is_member, values.astype(float), values if predictions == {True} else None
+            )
+            for values in (values_a, values_b)
+        )
 
-    def delta(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
-        return statistic_a(member_idx, nonmember_idx) - statistic_b(member_idx, nonmember_idx)
+        def delta(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
+            return statistic_a(member_idx, nonmember_idx) - statistic_b(member_idx, nonmember_idx)
 
-    low, high = _stratified_bootstrap(is_member, delta, n_resamples, seed, confidence)
-    return float(difference), float(low[0]), float(high[0])
+        low, high = _stratified_bootstrap(is_member, delta, n_resamples, seed, confidence)
+        for metric, lo, hi in zip(resolved, low.tolist(), high.tolist(), strict=True):
+            results[metric] = (float(differences[metric]), lo, hi)
+    return results
 
 
 def seed_t_interval(

@@ -8,6 +8,8 @@ low-FPR attacks read.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from torch import nn
 from .attacks.scores import cross_entropy
 from .devices import predict_logits
 from .features import penultimate_features
+from .io import read_csv, read_features
 from .splits import Data
 
 SIGNAL_COLUMNS = ("index", "set", "label", "loss")
@@ -52,3 +55,24 @@ def logits_of(signals: pd.DataFrame) -> np.ndarray:
     columns = [c for c in signals.columns if re.fullmatch(r"logit_\d+", c)]
     columns.sort(key=lambda c: int(c.removeprefix("logit_")))
     return signals[columns].to_numpy(dtype=np.float64)
+
+
+def read_shadows(
+    directories: Sequence[Path], features: bool
+) -> tuple[pd.DataFrame, np.ndarray | None, list[pd.DataFrame]]:
+    """What the shadow models saved (steps.train --role shadow): their signals on their own
+    pools, pooled; the features of those rows (if `features`); and each one's logits on the
+    samples the attacker asks about."""
+    signals, matrices, queries = [], [], []
+    for directory in directories:
+        frame = read_csv(
+            directory / "signals.csv", required=("shadow", *SIGNAL_COLUMNS), complete=True
+        )
+        signals.append(frame)
+        if features:
+            matrices.append(read_features(directory / "features.npy", len(frame)))
+        queries.append(
+            read_csv(directory / "queries.csv", required=("index", "label"), complete=True)
+        )
+    matrix = np.concatenate(matrices) if features else None
+    return pd.concat(signals, ignore_index=True), matrix, queries

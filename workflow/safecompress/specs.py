@@ -214,3 +214,7 @@ METHOD_SPECS: dict[str, dict[str, type]] = {
 METHODS = tuple(METHOD_SPECS)
 # Methods that start from the trained dense target (the job also gets its model file).
 FROM_DENSE = ("magnitude", "advreg", "miapruning", "distill")
+# Evaluation attacks that train a network on the shadow models: the workflow fits each once
+# per data set and seed. The workflow's copy of `attacks.NETWORK_ATTACKS`, which needs torch
+# (a test keeps the two equal).
+NETWORK_ATTACKS = ("nasr", "whitebox")

@@ -18,11 +18,12 @@ target model is only queried. Three families, one registry (`ATTACKS`):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from . import learned, reference
 from .scores import THRESHOLD_ATTACKS, class_labels, confidence, membership_score, softmax
@@ -63,6 +64,9 @@ class AttackInputs:
     shadow: Signals  # every shadow model on its own members and non-members, pooled
     references: np.ndarray  # (K, n, C) each shadow model's logits on the evaluated samples
     population: Population
+    # fitted adversaries of the network attacks (NETWORK_ATTACKS) by name; one not given is
+    # fitted here on `shadow` (the same network: the fit depends on `shadow` and the seed)
+    adversaries: Mapping[str, nn.Module] = field(default_factory=dict)
 
 
 Result = tuple[np.ndarray, np.ndarray]  # (scores, 0/1 predictions) on the target's samples
@@ -94,20 +98,44 @@ def _nn(inputs: AttackInputs, seed: int) -> Result:
     return scores, scores >= learned.NN_DECISION_PROBABILITY
 
 
+def _fit_nasr(shadow: Signals, seed: int) -> nn.Module:
+    return learned.fit_nasr(shadow.logits, shadow.labels, shadow.is_member, seed)
+
+
+def _fit_whitebox(shadow: Signals, seed: int) -> nn.Module:
+    if shadow.features is None:
+        raise ValueError("the whitebox attack needs the shadow models' features")
+    return learned.fit_whitebox(
+        shadow.logits, shadow.labels, shadow.features, shadow.is_member, seed
+    )
+
+
+# The learned attacks that train a torch network. They read only the shadow models, so the
+# workflow fits each once per data set and seed (steps.fit_attackers) for every target.
+FIT_ADVERSARY: dict[str, Callable[[Signals, int], nn.Module]] = {
+    "nasr": _fit_nasr,
+    "whitebox": _fit_whitebox,
+}
+NETWORK_ATTACKS = tuple(learned.ADVERSARIES)
+
+
+def _adversary(inputs: AttackInputs, name: str, seed: int) -> nn.Module:
+    given = inputs.adversaries.get(name)
+    return FIT_ADVERSARY[name](inputs.shadow, seed) if given is None else given
+
+
 def _nasr(inputs: AttackInputs, seed: int) -> Result:
-    shadow, target = inputs.shadow, inputs.target
-    adversary = learned.fit_nasr(shadow.logits, shadow.labels, shadow.is_member, seed)
+    target = inputs.target
+    adversary = _adversary(inputs, "nasr", seed)
     scores = learned.nasr_member_probability(adversary, target.logits, target.labels)
     return scores, scores >= learned.NN_DECISION_PROBABILITY
 
 
 def _whitebox(inputs: AttackInputs, seed: int) -> Result:
-    shadow, target = inputs.shadow, inputs.target
-    if shadow.features is None or target.features is None:
-        raise ValueError("the whitebox attack needs the features of shadow and target models")
-    adversary = learned.fit_whitebox(
-        shadow.logits, shadow.labels, shadow.features, shadow.is_member, seed
-    )
+    target = inputs.target
+    if target.features is None:
+        raise ValueError("the whitebox attack needs the target model's features")
+    adversary = _adversary(inputs, "whitebox", seed)
     scores = learned.whitebox_member_probability(
         adversary, target.logits, target.labels, target.features
     )

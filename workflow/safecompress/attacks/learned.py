@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..features import output_residual
+from ..io import atomic_path
 from .scores import class_labels, confidence, logit_matrix, softmax
 
 NN_DECISION_PROBABILITY = 0.5
@@ -71,6 +76,7 @@ class NasrAdversary(nn.Module):
     def __init__(self, n_classes: int):
         super().__init__()
         self.n_classes = n_classes
+        self.shape = (n_classes,)  # the constructor's arguments, saved with the weights
         self.logits_branch = nn.Sequential(
             *(nn.Linear(n_classes, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU()),
             *(nn.Linear(512, 64), nn.ReLU()),
@@ -137,6 +143,7 @@ class WhiteBoxAdversary(nn.Module):
     def __init__(self, n_classes: int, n_features: int):
         super().__init__()
         self.n_classes, self.n_features = n_classes, n_features
+        self.shape = (n_classes, n_features)
         self.logits_branch = _branch(n_classes)
         self.loss_branch = _branch(1)
         self.gradient_dropout = nn.Dropout(0.2)
@@ -394,3 +401,37 @@ def whitebox_member_probability(
             f"features, got {logits_t.shape[1]} and {features_t.shape[1]}"
         )
     return _member_probability(module, (logits_t, labels_t, features_t))
+
+
+ADVERSARIES: dict[str, type[NasrAdversary] | type[WhiteBoxAdversary]] = {
+    "nasr": NasrAdversary,
+    "whitebox": WhiteBoxAdversary,
+}
+
+
+def save_adversary(module: NasrAdversary | WhiteBoxAdversary, path: str | os.PathLike) -> None:
+    """Write a fitted adversary as safetensors (tensors only: reading it runs no code), with
+    its kind and shape in the header."""
+    kind = next(name for name, cls in ADVERSARIES.items() if type(module) is cls)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    header = {"adversary": json.dumps({"kind": kind, "shape": list(module.shape)})}
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=header)
+
+
+def load_adversary(path: str | os.PathLike) -> tuple[str, NasrAdversary | WhiteBoxAdversary]:
+    """(kind, module in eval mode) of an adversary written by `save_adversary`."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            header = json.loads(handle.metadata()["adversary"])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        kind = header["kind"]
+        module = ADVERSARIES[kind](*header["shape"])
+        module.load_state_dict(tensors)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: no such adversary; rerun rule fit_attackers") from err
+    except (safetensors.SafetensorError, KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{path}: not a readable fitted adversary ({err}); delete it and rerun"
+        ) from err
+    return kind, module.eval()

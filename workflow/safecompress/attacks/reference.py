@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.special
-import scipy.stats
 
 from .scores import LOG_FLOOR, class_labels, logit_matrix
 
@@ -84,7 +83,7 @@ def lira_offline(
     if fix_variance or n_references < LIRA_PER_SAMPLE_VARIANCE_FROM:
         variance = np.full_like(variance, variance.mean())
     std = np.maximum(np.sqrt(variance), LIRA_MIN_STD)
-    return scipy.stats.norm.logcdf((phi - mean) / std)
+    return scipy.special.log_ndtr((phi - mean) / std)  # the standard normal's log-CDF
 
 
 def rmia_offline(

@@ -3,12 +3,15 @@
     python -m safecompress.steps.attack --dataset digits --split results/digits/split.csv \\
         --model results/digits/dst/density0.1/seed0/model.safetensors \\
         --shadows results/digits/shadow/0 results/digits/shadow/1 \\
+        --adversaries results/digits/attackers/seed0/nasr.safetensors \\
         --out-dir results/digits/dst/density0.1/seed0
 
 The evaluated members are the target's `target_train` set (never the defender's known
 members), the evaluated non-members its `target_out` set. The attacker knows its own pool
 and the shadow models trained on it (each shadow directory: signals.csv, features.npy and
-queries.csv, written by steps.train), and queries the target. Writes signals.csv (per
+queries.csv, written by steps.train), and queries the target. The network attacks' fitted
+attackers depend on the shadow models alone, so the workflow fits each once per seed
+(steps.fit_attackers) and passes it as --adversaries. Writes signals.csv (per
 evaluated sample: set, label, loss, logits), scores.csv (per sample and attack: score and
 prediction) and attacks.csv (one row per attack: task accuracy and every attack metric with
 its 95 % bootstrap interval).
@@ -24,12 +27,13 @@ import pandas as pd
 from torch import nn
 
 from .. import attacks, specs
+from ..attacks.learned import load_adversary
 from ..attacks.scores import confidence, softmax
 from ..devices import pick_device, predict_logits, to_device
 from ..intervals import accuracy_interval, attack_report
-from ..io import read_csv, read_features, write_csv
+from ..io import write_csv
 from ..models import load_model
-from ..signals import SIGNAL_COLUMNS, feature_matrix, logits_of, signal_table
+from ..signals import feature_matrix, logits_of, read_shadows, signal_table
 from ..sparse import measured_density
 from ..splits import Data, load_data, set_indices
 from . import cli
@@ -40,12 +44,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
     p.add_argument("--split", required=True, help="split table written by steps.split")
     p.add_argument("--model", required=True, help="model.safetensors of the target model")
+    cli.add_shadows(p)
     p.add_argument(
-        "--shadows",
-        nargs="+",
-        required=True,
+        "--adversaries",
+        nargs="*",
+        default=[],
         type=Path,
-        help="directory of each shadow model (written by steps.train --role shadow)",
+        help="fitted network attackers (steps.fit_attackers, this seed); one not given is "
+        "fitted here on the shadow models",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the attackers and the bootstrap")
     p.add_argument("--out-dir", required=True, type=Path)
@@ -63,21 +69,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     signals = signal_table(model, data, evaluated)
     needs_features = "whitebox" in evaluation.attacks
-    shadow = [_read_shadow(directory, needs_features) for directory in args.shadows]
-    shadow_signals = pd.concat([frame for frame, _, _ in shadow], ignore_index=True)
+    shadow_signals, shadow_features, queries = read_shadows(args.shadows, needs_features)
     inputs = attacks.AttackInputs(
         target=attacks.read_signals(
             signals,
             "target",
             feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
         ),
-        shadow=attacks.read_signals(
-            shadow_signals,
-            "shadow",
-            np.concatenate([f for _, f, _ in shadow]) if needs_features else None,
-        ),
-        references=np.stack([_aligned(queries, signals) for _, _, queries in shadow]),
+        shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
+        references=np.stack([_aligned(logits, signals) for logits in queries]),
         population=_population(model, data, shadow_signals),
+        adversaries=dict(load_adversary(path) for path in args.adversaries),
     )
     results = attacks.run_attacks(inputs, evaluation.attacks, args.seed)
 
@@ -120,18 +122,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_csv(scores, scores_path)
     write_csv(table, args.out_dir / "attacks.csv")
     print(table[["method", "density", "attack", "task_acc", "auc", "tpr_at_1pct_fpr"]].to_string())
-
-
-def _read_shadow(
-    directory: Path, features: bool
-) -> tuple[pd.DataFrame, np.ndarray | None, pd.DataFrame]:
-    """A shadow model's signals on its own pool, their features, and its query logits."""
-    signals = read_csv(
-        directory / "signals.csv", required=("shadow", *SIGNAL_COLUMNS), complete=True
-    )
-    matrix = read_features(directory / "features.npy", len(signals)) if features else None
-    queries = read_csv(directory / "queries.csv", required=("index", "label"), complete=True)
-    return signals, matrix, queries
 
 
 def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, check_config, check_section, for_dataset, load_yaml
@@ -30,6 +31,17 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not valid JSON ({err})") from None
+
+
+def add_shadows(p: argparse.ArgumentParser) -> None:
+    """`--shadows DIR...`: the shadow models an attack step reads."""
+    p.add_argument(
+        "--shadows",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="directory of each shadow model (written by steps.train --role shadow)",
+    )
 
 
 def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:

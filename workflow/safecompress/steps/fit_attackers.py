@@ -1,0 +1,41 @@
+"""Step 3b: fit a network attack's attacker (nasr or whitebox) on the shadow models.
+
+    python -m safecompress.steps.fit_attackers --attack nasr \\
+        --shadows results/digits/shadow/0 results/digits/shadow/1 --seed 0 \\
+        --out results/digits/attackers/seed0/nasr.safetensors
+
+The attacker learns membership from the shadow models' signals on their own members and
+non-members; nothing about a target enters. Fitted once per data set and seed, it is applied
+to every target model of that seed by steps.attack (which would fit the same network itself
+if not given it: same shadow models, same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import attacks
+from ..attacks.learned import save_adversary
+from ..signals import read_shadows
+from . import cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = cli.parser(__spec__.name, __doc__)
+    p.add_argument("--attack", required=True, choices=attacks.NETWORK_ATTACKS)
+    cli.add_shadows(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacker's training")
+    p.add_argument("--out", required=True, type=Path, help="fitted attacker (.safetensors)")
+    args = p.parse_args(argv)
+
+    needs_features = args.attack == "whitebox"
+    frame, features, _ = read_shadows(args.shadows, needs_features)
+    signals = attacks.read_signals(frame, "shadow", features)
+    adversary = attacks.FIT_ADVERSARY[args.attack](signals, args.seed)
+    save_adversary(adversary, args.out)
+    print(f"{args.attack}: fitted on {len(signals.labels)} shadow samples -> {args.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
