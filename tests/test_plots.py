@@ -349,7 +349,7 @@ def test_attack_panels_wrap_after_four_columns_per_dataset():
     figure = plots.attack_vs_density(make_paper_table(make_summary(attacks=attacks)))
     grid = figure.axes[0].get_subplotspec().get_gridspec()
     assert (grid.nrows, grid.ncols) == (2 * len(DATASETS), 4)
-    assert len(figure.axes) == len(DATASETS) * len(attacks)
+    assert len(figure.axes) == len(DATASETS) * (len(attacks) + 1)  # and the strongest
     first, second = figure.axes[0], figure.axes[1]
     assert first.get_shared_y_axes().joined(first, second)
 
@@ -357,7 +357,7 @@ def test_attack_panels_wrap_after_four_columns_per_dataset():
 def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
     figure = plots.attack_vs_density(make_paper_table())
     grid = figure.axes[0].get_subplotspec().get_gridspec()
-    assert (grid.nrows, grid.ncols) == (len(DATASETS), len(ATTACKS))
+    assert (grid.nrows, grid.ncols) == (len(DATASETS), len(ATTACKS) + 1)  # and the strongest
     assert figure.axes[0].get_ylabel() == "Attack AUC"
     assert "Chance" in legend_labels(figure)
     chance = [line for line in figure.axes[0].get_lines() if line.get_label() == "Chance"]
@@ -373,10 +373,11 @@ def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
     table = make_paper_table()
     figure = plots.tradeoff(table, "loss")
     assert "up-left is better" in figure.get_suptitle()
-    assert len(figure.axes) == 2 * len(DATASETS)
+    assert len(figure.axes) == 2 * len(DATASETS) * len(DENSITIES)  # a row per data set, density
     auc_axes, tpr_axes = figure.axes[:2]
     assert "AUC" in auc_axes.get_xlabel() and "TPR at 1% FPR" in tpr_axes.get_xlabel()
-    n_models = 1 + (len(plots.METHOD_STYLE) - 1) * len(DENSITIES)
+    assert f"density {max(DENSITIES):g}" in auc_axes.get_title()
+    n_models = len(plots.METHOD_STYLE)  # every method at the row's density, and dense
     assert len(auc_axes.texts) == len(tpr_axes.texts) == n_models
     segments = error_segments(auc_axes)
     horizontal = [s for s in segments if s[0, 1] == s[1, 1]]
@@ -388,8 +389,12 @@ def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
 def test_tradeoff_rings_the_pareto_set():
     table = make_paper_table()
     figure = plots.tradeoff(table, "loss")
-    axes = figure.axes[0]
-    mine = table[(table["dataset"] == DATASETS[0]) & (table["attack"] == "loss")]
+    axes = figure.axes[0]  # the first data set at its largest density
+    mine = table[
+        (table["dataset"] == DATASETS[0])
+        & (table["attack"] == "loss")
+        & ((table["density"] == max(DENSITIES)) | (table["method"] == "dense"))
+    ]
     means = mine.pivot_table(index=["method", "density"], columns="metric", values="mean")
     front = plots.pareto_front(means["auc"], 100 * means["task_acc"])
     rings = next(c for c in axes.collections if c.get_label() == "Pareto set")
@@ -398,11 +403,34 @@ def test_tradeoff_rings_the_pareto_set():
 
 
 def test_tradeoff_leaves_out_an_unresolved_tpr():
-    figure = plots.tradeoff(nan_tpr_table(), "loss")
-    auc_axes, tpr_axes = figure.axes[:2]
+    figure = plots.tradeoff(nan_tpr_table(density=0.1), "loss")
+    auc_axes, tpr_axes = figure.axes[2:4]  # density 0.1: the second row
     assert len(tpr_axes.texts) == len(auc_axes.texts) - 1
-    dst = method_line(tpr_axes, "dst")
-    assert np.isfinite(dst.get_xdata()).all() and (np.asarray(dst.get_xdata()) > 0).all()
+    assert np.isfinite(method_line(auc_axes, "dst").get_xdata()).all()
+    dst = plots.METHOD_STYLE["dst"].label
+    assert dst not in [line.get_label() for line in tpr_axes.get_lines()]
+
+
+def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
+    summary = make_summary()
+    table = make_paper_table(summary)
+    strongest = table[table["attack"] == "strongest"]
+    per_model = summary[summary["strongest"]].drop_duplicates(
+        ["dataset", "method", "density", "seed"]
+    )
+    expected = per_model.groupby(["dataset", "method", "density"])["auc"].mean()
+    got = strongest[strongest["metric"] == "auc"].set_index(["dataset", "method", "density"])
+    np.testing.assert_allclose(got["mean"].sort_index(), expected.sort_index())
+    assert (
+        summary.groupby(["dataset", "method", "density", "seed"])["auc"]
+        .max()
+        .groupby(["dataset", "method", "density"])
+        .mean()
+        .sort_index()
+        == expected.sort_index()
+    ).all()
+    figure = plots.tradeoff(table, "strongest")
+    assert "strongest attack" in figure.axes[0].get_xlabel()
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -796,5 +824,7 @@ def test_ablation_figure_draws_numeric_and_named_sweeps():
         ]
     )
     figure = plots.ablation(table, "rmia")
+    strongest = plots.ablation(table.assign(strongest=True), "strongest")
+    assert any("strongest attack" in axes.get_ylabel() for axes in strongest.axes)
     labels = [axes.get_xlabel() for axes in figure.axes]
     assert {"Safety weight λ", "Number of candidates N", "Strategy set", "Setting"} <= set(labels)

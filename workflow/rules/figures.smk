@@ -84,7 +84,7 @@ rule figure_roc:
     params:
         methods=lambda w: [m for m, *_ in model_labels(w.dataset)],
         densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
-        # a panel each: the trade-off attack, then LiRA and RMIA where they are evaluated
+        # a panel each: the trade-off attack (unless `strongest`), LiRA and RMIA where evaluated
         attacks=[
             attack
             for attack in dict.fromkeys(

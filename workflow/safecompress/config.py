@@ -16,6 +16,8 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 # Sections a data set's entry may hold its own copy of, replacing the global one for it.
 DATASET_SECTIONS = ("model", "train")
+# The pseudo-attack of the tables and the frontier: each model's attack with the highest AUC.
+STRONGEST_ATTACK = "strongest"
 
 
 class ConfigError(ValueError):
@@ -109,8 +111,9 @@ def check_config(config: dict[str, Any]) -> None:
             "config key shadow.n_models: lira needs at least 2 reference (shadow) models; "
             "raise it or remove lira from evaluation.attacks"
         )
-    if evaluation["tradeoff_attack"] not in evaluation["attacks"]:
+    if evaluation["tradeoff_attack"] not in [*evaluation["attacks"], STRONGEST_ATTACK]:
         raise ConfigError(
             f"config key evaluation.tradeoff_attack: {evaluation['tradeoff_attack']!r} is not "
-            f"one of evaluation.attacks {evaluation['attacks']}; add it there or pick one of them"
+            f"one of evaluation.attacks {evaluation['attacks']}; add it there, pick one of "
+            f"them or {STRONGEST_ATTACK!r}"
         )

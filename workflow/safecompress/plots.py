@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from .config import STRONGEST_ATTACK
 from .intervals import BATCH_CELLS
 from .io import atomic_path
 from .metrics import TPR_AT_FPR, membership_scores, roc_auc, roc_curve, tpr_at_fpr
@@ -193,6 +194,10 @@ def _metric(rows: pd.DataFrame, metric: str, scale: float = 1.0) -> pd.DataFrame
 
 def _attacks_in(rows: pd.DataFrame) -> list[str]:
     return list(pd.unique(rows["attack"]))
+
+
+def _attack_name(attack: str) -> str:
+    return "each model's strongest attack" if attack == STRONGEST_ATTACK else f"{attack} attack"
 
 
 def _rows_of_attack(table: pd.DataFrame, attack: str) -> pd.DataFrame:
@@ -405,23 +410,33 @@ TRADEOFF_AXES: Final = (("auc", "Attack AUC"), ("tpr_at_1pct_fpr", "Attack TPR a
 
 @mpl.rc_context(STYLE)
 def tradeoff(table: pd.DataFrame, attack: str) -> Figure:
-    """Task accuracy vs the `attack`'s AUC (left) and TPR at 1% FPR (right), one marker per
-    method and density with 95 % intervals on both axes; the Pareto set (lower leakage, higher
-    accuracy) is ringed and joined. Rows are data sets."""
+    """The safety-accuracy frontier: task accuracy vs the `attack`'s AUC (left) and TPR at 1%
+    FPR (right), one row of panels per data set and density, one marker per method (the
+    dense model in every row) with 95 % intervals on both axes; the Pareto set (lower leakage,
+    higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's strongest
+    attack by AUC."""
     rows = _paper_rows(
         _rows_of_attack(table, attack), ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
     )
-    datasets = list(pd.unique(rows["dataset"]))
-    figure, axes_grid = _panels(len(datasets), len(TRADEOFF_AXES))
-    for row, dataset in enumerate(datasets):
-        mine = rows[rows["dataset"] == dataset]
+    cells = []  # (data set, density) of each row of panels; dense alone: density 1
+    for dataset in pd.unique(rows["dataset"]):
+        densities = set(_compressed_densities(rows[rows["dataset"] == dataset])) or {1.0}
+        cells += [(dataset, density) for density in sorted(densities, reverse=True)]
+    styles = method_styles(rows["method"])
+    named = _attack_name(attack)
+    figure, axes_grid = _panels(len(cells), len(TRADEOFF_AXES))
+    for row, (dataset, density) in enumerate(cells):
+        mine = rows[
+            (rows["dataset"] == dataset)
+            & ((rows["density"] == density) | (rows["method"] == "dense"))
+        ]
         accuracy = _metric(mine, "task_acc", 100)
         for column, (metric, label) in enumerate(TRADEOFF_AXES):
             axes = axes_grid[row, column]
             points = _metric(mine, metric).merge(
                 accuracy, on=["method", "density"], suffixes=("_x", "_y")
             )
-            _plot_tradeoff_points(axes, points, method_styles(rows["method"]))
+            _plot_tradeoff_points(axes, points, styles)
             front = pareto_front(points["mean_x"], points["mean_y"])
             axes.step(front["auc"], front["accuracy"], where="post", color="0.4", zorder=1)
             axes.scatter(
@@ -437,12 +452,12 @@ def tradeoff(table: pd.DataFrame, attack: str) -> Figure:
             axes.axvline(CHANCE_LEVEL[metric], **CHANCE_STYLE)
             _note_if_empty(axes, points["mean_x"])
             axes.set(
-                title=f"{dataset}: {label.removeprefix('Attack ')}",
-                xlabel=f"{label} ({attack} attack)",
+                title=f"{dataset}, density {density:g}: {label.removeprefix('Attack ')}",
+                xlabel=f"{label} ({named})",
                 ylabel=ACCURACY_LABEL if column == 0 else None,
             )
     figure.suptitle(
-        f"Accuracy vs. membership leakage, {attack} attack\n"
+        f"Accuracy vs. membership leakage, {named}\n"
         f"(up-left is better; numbers are densities; {INTERVAL_NOTE})"
     )
     _legend_below(figure)
@@ -765,7 +780,11 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
     """SafeCompress variants: task accuracy (top) and attack AUC (bottom), one column per
     sweep; variants are named `<sweep>_<value>` (lambda_2.0, n_4, set_prune_scales)."""
     _require_columns(table, ["variant", "attack", "seed", "task_acc", "auc"])
-    rows = table[table["attack"] == attack]
+    if attack == STRONGEST_ATTACK:
+        _require_columns(table, ["strongest"])
+        rows = table[table["strongest"]].drop_duplicates(["variant", "density", "seed"])
+    else:
+        rows = table[table["attack"] == attack]
     if rows.empty:
         raise ValueError(f"no rows for attack {attack!r}")
     parts = rows["variant"].str.partition("_")
@@ -781,7 +800,7 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
         else:
             stats = stats.assign(x=stats["value"])
         for row, (value, scale, label) in enumerate(
-            (("task_acc", 100, ACCURACY_LABEL), ("auc", 1, f"Attack AUC ({attack} attack)"))
+            (("task_acc", 100, ACCURACY_LABEL), ("auc", 1, f"Attack AUC ({_attack_name(attack)})"))
         ):
             axes = axes_grid[row, column]
             axes.errorbar(

@@ -9,7 +9,8 @@ summary.csv:      one row per dataset x method x variant x density x seed x atta
                   `strongest` marks each model's attack with the highest AUC. The variant is
                   "default" except for ablations (ablation.csv).
 paper_table.csv:  per dataset x method x density x attack x metric: mean, sd and a 95 %
-                  t-interval over seeds (with one seed: that model's bootstrap interval).
+                  t-interval over seeds (with one seed: that model's bootstrap interval);
+                  attack "strongest" is each model's strongest attack (by AUC, per seed).
 paper_table.md:   the same as Markdown, one table per data set, "mean [low, high]" in %.
 paired.csv:       every method against DST and against SafeCompress at the same data set,
                   density and seed, on the same samples (difference and 95 % interval), and
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..comparisons import ScoredModel, paired_rows
+from ..config import STRONGEST_ATTACK
 from ..intervals import seed_t_interval
 from ..io import atomic_path, read_csv, write_csv
 from ..metrics import ATTACK_METRICS
@@ -62,10 +64,17 @@ def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
     """Per metric: mean and sd over seeds, and a 95 % Student-t interval of the mean; with a
-    single seed, the model's own bootstrap interval (tidy: one row per metric)."""
+    single seed, the model's own bootstrap interval (tidy: one row per metric). Besides each
+    attack, the pseudo-attack `strongest`: every model's attack with the highest AUC (the
+    first in the summary's order on a tie), which may differ between seeds."""
+    strongest = (
+        summary[summary["strongest"]]
+        .drop_duplicates(MODEL)
+        .assign(attack=STRONGEST_ATTACK, strongest=False)
+    )
     rows = []
     group = ["dataset", "method", "variant", "density", "attack"]
-    for key, models in summary.groupby(group, sort=False):
+    for key, models in pd.concat([summary, strongest]).groupby(group, sort=False):
         for metric in METRICS:
             values = models[metric].to_numpy(dtype=float)
             mean, low, high = seed_t_interval(values)
