@@ -433,6 +433,27 @@ def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
     assert "strongest attack" in figure.axes[0].get_xlabel()
 
 
+def test_tradeoff_draws_ablation_variants_at_their_density():
+    summary = make_summary()
+    variants = summary[(summary["method"] == "safecompress") & (summary["density"] == 0.1)]
+    variants = pd.concat(
+        [
+            variants.assign(variant=name, auc=variants["auc"] - shift)
+            for name, shift in (("lambda_3.0", 0.01), ("setting_adv_weight_1", 0.02))
+        ]
+    )
+    figure = plots.tradeoff(make_paper_table(), "loss", make_paper_table(variants))
+    by_density = {axes.get_title().split(":")[0]: axes for axes in figure.axes[::2]}
+    panel = by_density[f"{DATASETS[0]}, density 0.1"]
+    names = {text.get_text() for text in panel.texts}
+    assert {"lambda_3.0", "setting_adv_weight_1"} <= names
+    hollow = [line for line in panel.get_lines() if line.get_label() == plots.VARIANT_LABEL]
+    assert hollow and hollow[0].get_markerfacecolor() == "none"
+    other = by_density[f"{DATASETS[0]}, density 0.5"]
+    assert "lambda_3.0" not in {text.get_text() for text in other.texts}
+    assert plots.VARIANT_LABEL in legend_labels(figure)
+
+
 def test_pareto_front_keeps_only_undominated_points():
     auc = [0.60, 0.55, 0.70, 0.52, 0.65, np.nan]
     accuracy = [90.0, 88.0, 92.0, 80.0, 85.0, 99.0]  # (0.65, 85) is beaten by (0.60, 90)
@@ -759,13 +780,22 @@ def test_save_figure_needs_a_png_path(tmp_path):
 
 
 def test_a_method_without_a_style_is_drawn_in_a_spare_one():
-    table = make_paper_table().replace({"method": {"dst": "relaxloss"}})
+    table = make_paper_table().replace({"method": {"dst": "newdefense"}})
     figure = plots.attack_vs_density(table)
-    assert "relaxloss" in legend_labels(figure)
+    assert "newdefense" in legend_labels(figure)
     styles = plots.method_styles(table["method"])
-    assert styles["relaxloss"].color not in {s.color for s in plots.METHOD_STYLE.values()}
-    line = next(line for line in figure.axes[0].get_lines() if line.get_label() == "relaxloss")
-    assert line.get_color() == styles["relaxloss"].color
+    assert styles["newdefense"].color not in {s.color for s in plots.METHOD_STYLE.values()}
+    line = next(line for line in figure.axes[0].get_lines() if line.get_label() == "newdefense")
+    assert line.get_color() == styles["newdefense"].color
+
+
+def test_every_method_has_its_own_style():
+    from safecompress.specs import METHODS
+
+    assert set(plots.METHOD_STYLE) == {"dense", *METHODS}
+    styles = [(style.color, style.marker) for style in plots.METHOD_STYLE.values()]
+    assert len(set(styles)) == len(styles)
+    assert len({style.label for style in plots.METHOD_STYLE.values()}) == len(styles)
 
 
 def test_unknown_metric_and_attack_are_refused():

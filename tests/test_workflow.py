@@ -34,7 +34,8 @@ def run(tmp_path_factory):
 
 def test_every_output_exists(run):
     results = run / "results"
-    for name in ("summary.csv", "paper_table.csv", "paper_table.md", "paired.csv", "ablation.csv"):
+    tables = ("summary", "paper_table", "paired", "ablation", "ablation_paired")
+    for name in [*(f"{table}.csv" for table in tables), "paper_table.md"]:
         assert (results / "tables" / name).stat().st_size > 0
     figures = [
         "accuracy_vs_density",
@@ -99,6 +100,22 @@ def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
         baseline = summary.loc[(row.baseline, row.density, row.attack), "auc"]
         assert row.difference == pytest.approx(own - baseline, abs=1e-12)
         assert row.ci_low <= row.difference <= row.ci_high
+
+
+def test_ablation_variants_are_paired_with_dst_and_safecompress(run):
+    paired = pd.read_csv(run / "results/tables/ablation_paired.csv")
+    ablation = pd.read_csv(run / "results/tables/ablation.csv")
+    assert set(paired["variant"]) == set(ablation["variant"])
+    assert set(paired["baseline"]) == {"dst", "safecompress"}
+    key = ["method", "variant", "density", "seed", "attack"]
+    own = ablation.set_index(key)["auc"]
+    summary = pd.read_csv(run / "results/tables/summary.csv").set_index(key)["auc"]
+    per_seed = paired[(paired["scope"] == "seed") & (paired["metric"] == "auc")]
+    assert len(per_seed)
+    for row in per_seed.itertuples():
+        mine = own.loc[(row.method, row.variant, row.density, row.seed, row.attack)]
+        baseline = summary.loc[(row.baseline, "default", row.density, row.seed, row.attack)]
+        assert row.difference == pytest.approx(mine - baseline, abs=1e-12)
 
 
 def test_measured_density_matches_the_requested_one(run):

@@ -93,20 +93,27 @@ rule summarize:
 
 
 rule summarize_ablation:
-    """SafeCompress variants at the ablation density: lambda, N and strategy-set sweeps."""
+    """SafeCompress variants at the ablation density: lambda, N and strategy-set sweeps, and
+    each variant paired with DST and SafeCompress on the same samples."""
     input:
-        ablation_tables,
+        variants=ablation_tables,
+        baselines=ablation_baseline_tables,
     output:
-        report(
+        table=report(
             results("tables/ablation.csv"),
             caption="../report/ablation_table.rst",
             category="Tables",
         ),
+        paired=results("tables/ablation_paired.csv"),
     log:
         results("logs/summarize_ablation.log"),
     conda:
         ENV
     resources:
         **RESOURCES,
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
     shell:
-        "python -m safecompress.steps.summarize --inputs {input} --summary {output} > {log} 2>&1"
+        "python -m safecompress.steps.summarize --inputs {input.variants} --summary {output.table}"
+        " --baselines {input.baselines} --paired {output.paired}"
+        " --bootstrap {params.bootstrap} > {log} 2>&1"

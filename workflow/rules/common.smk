@@ -114,6 +114,18 @@ def ablation_tables(wildcards=None):
     ]
 
 
+def ablation_baseline_tables(wildcards=None):
+    """attacks.csv of DST and SafeCompress at the ablation density: what variants pair with."""
+    density = config["ablation"]["density"]
+    return [
+        results(f"{dataset}/{method}/density{density}/seed{seed}/attacks.csv")
+        for dataset in config["datasets"]
+        for method in ("dst", "safecompress")
+        if method in METHODS and density in config["densities"]
+        for seed in config["seeds"]
+    ]
+
+
 def compressor(method):
     """(method, variant) that the compress step runs for a method wildcard: an ablation
     variant is SafeCompress, with adversarial training when it sets `adversarial` keys.
@@ -202,7 +214,11 @@ def adversary_files(wildcards):
 def final_outputs():
     ablations = ["ablation"] if ablation_variants() else []
     tables = [results(f"tables/{name}.{ext}") for name, ext in TABLES]
-    tables += [results(f"tables/{name}.csv") for name in ablations]
+    tables += [
+        results(f"tables/{name}.csv")
+        for name in ablations
+        for name in (name, f"{name}_paired")
+    ]
     figures = [results(f"figures/{name}.png") for name in SUMMARY_FIGURES + ablations]
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")

@@ -37,6 +37,7 @@ rule figure_attack:
 rule figure_tradeoff:
     input:
         table=results("tables/paper_table.csv"),
+        ablation=[results("tables/ablation.csv")] if ablation_variants() else [],
     output:
         **figure_outputs("tradeoff", "tradeoff"),
     log:
@@ -45,9 +46,12 @@ rule figure_tradeoff:
         ENV
     params:
         attack=config["evaluation"]["tradeoff_attack"],
+        ablation=lambda w, input: (
+            f"--ablation {input.ablation}" if input.ablation else ""
+        ),
     shell:
         "python -m safecompress.steps.figures tradeoff --paper-table {input.table} --attack {params.attack}"
-        " --out {output.png} > {log} 2>&1"
+        " {params.ablation} --out {output.png} > {log} 2>&1"
 
 
 rule figure_training:

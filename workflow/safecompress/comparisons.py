@@ -59,14 +59,19 @@ def accuracy_difference(
 def paired_rows(
     models: list[ScoredModel], baseline: str, n_resamples: int, seed: int = 0
 ) -> list[dict]:
-    """Every model against the `baseline` method's model at the same data set, density and
-    seed: task accuracy (on the non-members) and each common attack's PAIRED_METRICS, as
-    differences with 95 % intervals; then the mean over seeds with a t-interval."""
-    by_cell = {(m.dataset, m.density, m.seed): m for m in models if m.method == baseline}
+    """Every model against the `baseline` method's model (its default variant) at the same
+    data set, density and seed: task accuracy (on the non-members) and each common attack's
+    PAIRED_METRICS, as differences with 95 % intervals; then the mean over seeds with a
+    t-interval."""
+    by_cell = {
+        (m.dataset, m.density, m.seed): m
+        for m in models
+        if m.method == baseline and m.variant == "default"
+    }
     rows = []
     for model in models:
         reference = by_cell.get((model.dataset, model.density, model.seed))
-        if reference is None or model.method == baseline:
+        if reference is None or model is reference:
             continue
         if not np.array_equal(model.index, reference.index):
             raise ValueError(

@@ -9,7 +9,15 @@ al. 2022): a TPR is reported only at an FPR that the number of non-members can r
 from __future__ import annotations
 
 import numpy as np
-import sklearn.metrics
+
+
+def _sklearn_metrics():
+    """scikit-learn's metrics, imported on first use: the import takes about 0.7 s, and the
+    training jobs, which reach this module through the attack package, never call them."""
+    import sklearn.metrics
+
+    return sklearn.metrics
+
 
 ATTACK_METRICS = (
     "attack_acc",
@@ -72,13 +80,13 @@ def roc_curve(
     (drop_intermediate=False) so that TPR at a given FPR is read off exactly.
     """
     is_member, scores = membership_scores(is_member, scores)
-    return sklearn.metrics.roc_curve(is_member, scores, drop_intermediate=False)
+    return _sklearn_metrics().roc_curve(is_member, scores, drop_intermediate=False)
 
 
 def roc_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC: P(member score > non-member score) + 0.5 * P(tie) (Mann-Whitney)."""
     is_member, scores = membership_scores(is_member, scores)
-    return float(sklearn.metrics.roc_auc_score(is_member, scores))
+    return float(_sklearn_metrics().roc_auc_score(is_member, scores))
 
 
 def fpr_is_resolved(n_nonmembers: int, max_fpr: float) -> bool:
@@ -122,7 +130,8 @@ def balanced_accuracy(is_member: np.ndarray, predicted_member: np.ndarray) -> fl
     is_member, predicted_member = binary_problem(is_member, predicted_member)
     if not np.isin(predicted_member, (0, 1)).all():
         raise ValueError("predicted_member must be boolean (True = predicted member)")
-    return float(sklearn.metrics.balanced_accuracy_score(is_member, predicted_member.astype(bool)))
+    predicted = predicted_member.astype(bool)
+    return float(_sklearn_metrics().balanced_accuracy_score(is_member, predicted))
 
 
 def attack_metrics(

@@ -74,6 +74,13 @@ METHOD_STYLE: Final = {
     "magnitude": MethodStyle("Magnitude pruning", "#E69F00", "o"),
     "dst": MethodStyle("DST (no safety test)", "#0072B2", "^"),
     "safecompress": MethodStyle("SafeCompress", "#D55E00", "D"),
+    "safecompress_adv": MethodStyle("SafeCompress + adversarial (TSE)", "#CC79A7", "D"),
+    "dst_adv": MethodStyle("DST + adversarial", "#56B4E9", "^"),
+    "advreg": MethodStyle("AdvReg", "#009E73", "v"),
+    "dpsgd": MethodStyle("DP-SGD", "#999999", "X"),
+    "relaxloss": MethodStyle("RelaxLoss", "#332288", "*"),
+    "miapruning": MethodStyle("MIA-Pruning", "#117733", "h"),
+    "distill": MethodStyle("Distillation", "#882255", "P"),
 }
 
 METRIC_LABEL: Final = {
@@ -95,11 +102,10 @@ CHANCE_LEVEL: Final = {
 
 # Methods without a style of their own (METHOD_STYLE) take these, in name order.
 SPARE_STYLES: Final = (
-    ("#009E73", "v"),
-    ("#CC79A7", "P"),
-    ("#56B4E9", "X"),
-    ("#999999", "h"),
-    ("#F0E442", "*"),
+    ("#F0E442", "p"),
+    ("#44AA99", "<"),
+    ("#AA4499", ">"),
+    ("#DDCC77", "8"),
 )
 
 # The tidy table of `safecompress.steps.summarize.seed_statistics` (paper_table.csv).
@@ -406,23 +412,32 @@ def attack_vs_density(table: pd.DataFrame, metric: str = "auc") -> Figure:
 
 
 TRADEOFF_AXES: Final = (("auc", "Attack AUC"), ("tpr_at_1pct_fpr", "Attack TPR at 1% FPR"))
+# An ablation variant drawn on the frontier is the "method" VARIANT_PREFIX + its variant name.
+VARIANT_PREFIX: Final = "variant:"
+VARIANT_LABEL: Final = "SafeCompress variants (ablation)"
 
 
 @mpl.rc_context(STYLE)
-def tradeoff(table: pd.DataFrame, attack: str) -> Figure:
+def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = None) -> Figure:
     """The safety-accuracy frontier: task accuracy vs the `attack`'s AUC (left) and TPR at 1%
     FPR (right), one row of panels per data set and density, one marker per method (the
     dense model in every row) with 95 % intervals on both axes; the Pareto set (lower leakage,
     higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's strongest
-    attack by AUC."""
-    rows = _paper_rows(
-        _rows_of_attack(table, attack), ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
-    )
+    attack by AUC. `variants`, the seed statistics of the ablation (same form as the paper
+    table), adds each SafeCompress variant (the lambda and setting sweeps) to its density's
+    panels as a hollow marker named by its variant; they take part in the Pareto set."""
+    metrics = ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
+    rows = _paper_rows(_rows_of_attack(table, attack), metrics)
+    if variants is not None:
+        _require_columns(variants, PAPER_TABLE_COLUMNS)
+        extra = _rows_of_attack(variants, attack)
+        extra = extra[extra["metric"].isin(metrics)]
+        rows = pd.concat([rows, extra.assign(method=VARIANT_PREFIX + extra["variant"])])
     cells = []  # (data set, density) of each row of panels; dense alone: density 1
     for dataset in pd.unique(rows["dataset"]):
         densities = set(_compressed_densities(rows[rows["dataset"] == dataset])) or {1.0}
         cells += [(dataset, density) for density in sorted(densities, reverse=True)]
-    styles = method_styles(rows["method"])
+    styles = method_styles(rows.loc[~rows["method"].str.startswith(VARIANT_PREFIX), "method"])
     named = _attack_name(attack)
     figure, axes_grid = _panels(len(cells), len(TRADEOFF_AXES))
     for row, (dataset, density) in enumerate(cells):
@@ -465,20 +480,31 @@ def tradeoff(table: pd.DataFrame, attack: str) -> Figure:
 
 
 def _plot_tradeoff_points(axes: Axes, points: pd.DataFrame, styles: dict[str, MethodStyle]) -> None:
-    """Each method's (leakage, accuracy) points with both intervals, labelled by density; a
-    point whose leakage is NaN is left out."""
+    """Each method's (leakage, accuracy) points with both intervals, labelled by density (an
+    ablation variant: hollow, labelled by its name); a point whose leakage is NaN is left
+    out."""
+    variant_style = METHOD_STYLE["safecompress"]
     for method in _methods_in(points):
-        style = styles[method]
+        variant = method.startswith(VARIANT_PREFIX)
+        style = variant_style if variant else styles[method]
         mine = points[(points["method"] == method) & np.isfinite(points["mean_x"])]
         if mine.empty:
             continue
         x, y = mine["mean_x"].to_numpy(float), mine["mean_y"].to_numpy(float)
-        axes.plot(x, y, color=style.color, marker=style.marker, linestyle="none", label=style.label)
+        axes.plot(
+            x,
+            y,
+            color=style.color,
+            marker=style.marker,
+            markerfacecolor="none" if variant else style.color,
+            linestyle="none",
+            label=VARIANT_LABEL if variant else style.label,
+        )
         _interval_bars(axes, x, y, mine["ci_low_x"], mine["ci_high_x"], style.color, False)
         _interval_bars(axes, x, y, mine["ci_low_y"], mine["ci_high_y"], style.color, True)
         for point in mine.itertuples():
             axes.annotate(
-                f"{point.density:g}",
+                method.removeprefix(VARIANT_PREFIX) if variant else f"{point.density:g}",
                 (point.mean_x, point.mean_y),
                 xytext=(7, 4),
                 textcoords="offset points",

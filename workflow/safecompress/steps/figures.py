@@ -5,7 +5,7 @@
     python -m safecompress.steps.figures attack --paper-table results/tables/paper_table.csv \\
         --metric auc --out results/figures/attack_auc.png
     python -m safecompress.steps.figures tradeoff --paper-table results/tables/paper_table.csv \\
-        --attack rmia --out results/figures/tradeoff.png
+        --attack strongest --ablation results/tables/ablation.csv --out results/figures/tradeoff.png
     python -m safecompress.steps.figures training --history DENSE/history.csv SAFE/history.csv \\
         --label "dense d=1.0" "safecompress d=0.1" --out results/figures/training.png
     python -m safecompress.steps.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..io import read_csv
 from . import cli
+from .summarize import SUMMARY_COLUMNS, seed_statistics
 
 LAYER_DENSITY_KEYS = ("layer_density_start", "layer_density_end")
 
@@ -131,7 +132,10 @@ def draw_attack(args: argparse.Namespace) -> Figure:
 
 
 def draw_tradeoff(args: argparse.Namespace) -> Figure:
-    return _from_table(args.paper_table, plots.tradeoff, args.attack)
+    variants = None
+    if args.ablation is not None:  # the ablation's per-seed rows, as the paper table has them
+        variants = seed_statistics(read_csv(args.ablation, required=SUMMARY_COLUMNS))
+    return _from_table(args.paper_table, plots.tradeoff, args.attack, variants)
 
 
 def draw_training(args: argparse.Namespace) -> Figure:
@@ -203,7 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
         "tradeoff", draw_tradeoff, "task accuracy vs attack AUC and TPR at 1%% FPR, Pareto set"
     )
     paper_table(tradeoff)
-    tradeoff.add_argument("--attack", required=True, help="attack whose leakage is the x axis")
+    tradeoff.add_argument(
+        "--attack",
+        required=True,
+        help="attack whose leakage is the x axis, or 'strongest' (each model's strongest)",
+    )
+    tradeoff.add_argument(
+        "--ablation",
+        type=Path,
+        help="ablation.csv: draw every SafeCompress variant at its density as well",
+    )
 
     training = figure("training", draw_training, "loss and accuracy per epoch, per model")
     training.add_argument(

@@ -14,7 +14,8 @@ paper_table.csv:  per dataset x method x density x attack x metric: mean, sd and
 paper_table.md:   the same as Markdown, one table per data set, "mean [low, high]" in %.
 paired.csv:       every method against DST and against SafeCompress at the same data set,
                   density and seed, on the same samples (difference and 95 % interval), and
-                  the mean over seeds.
+                  the mean over seeds. For the ablation, --baselines gives the DST and
+                  SafeCompress models its variants are paired with.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ from . import cli
 KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
 MODEL = KEY[:-1]
 METRICS = ["task_acc", *ATTACK_METRICS]
+# What seed_statistics reads of a summary table (summary.csv, ablation.csv).
+SUMMARY_COLUMNS = (
+    *KEY,
+    "strongest",
+    *METRICS,
+    *(f"{metric}_ci_{end}" for metric in METRICS for end in ("low", "high")),
+)
 METHOD_ORDER = ["dense", *METHODS]
 # Every method is compared with DST (no defense) and with SafeCompress, where they ran.
 PAIRED_BASELINES = ("dst", "safecompress")
@@ -165,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--paper-table", type=Path, help="mean and interval over seeds (CSV)")
     p.add_argument("--markdown", type=Path, help="mean [interval] tables (Markdown)")
     p.add_argument("--paired", type=Path, help="paired differences (CSV)")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        default=[],
+        help="attacks.csv of baseline models the --inputs are paired with but that are not "
+        "summarised (the ablation's DST and SafeCompress)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of paired intervals")
     args = p.parse_args(argv)
     summary = summary_table([read_csv(path, required=(*KEY, *METRICS)) for path in args.inputs])
@@ -176,11 +191,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         with atomic_path(args.markdown) as tmp:
             tmp.write_text(markdown_tables(stats))
     if args.paired:
-        models = scored_models(summary)
+        baselines = [read_csv(path, required=(*KEY, *METRICS)) for path in args.baselines]
+        models = scored_models(summary_table([summary, *baselines]))
+        summarised = set(zip(summary["method"], summary["variant"], strict=True))
         rows = [
             row
             for baseline in PAIRED_BASELINES
             for row in paired_rows(models, baseline, args.bootstrap)
+            if (row["method"], row["variant"]) in summarised
         ]
         write_csv(pd.DataFrame(rows, columns=PAIRED_COLUMNS), args.paired)
     print(f"{len(summary)} rows from {len(args.inputs)} models -> {args.summary}")
