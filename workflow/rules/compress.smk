@@ -20,6 +20,8 @@ rule compress:
     conda:
         ENV
     threads: config["resources"]["threads"]
+    # before the attack jobs: a long compression job started last would hold up the tables
+    priority: 1
     resources:
         **TRAINING_RESOURCES,
     params:
