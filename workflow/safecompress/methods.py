@@ -248,23 +248,42 @@ def _sparse_training(
         if isinstance(update, SafeCompressUpdate):
             update.regularizer = regularizer  # candidates train under the same term
 
+    history = train_with_updates(
+        job, model, engine, train, (optimizer, scheduler), update, regularizer
+    )
+    return model, history, update.table(), start, {}
+
+
+def train_with_updates(
+    job: Job,
+    model: nn.Module,
+    engine: SparseEngine,
+    train: TrainBatches,
+    optimizer: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler],
+    update: LoggedUpdate,
+    regularizer: Regularizer | None = None,
+    stateful: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train `model` (or a wrapper of it, e.g. Opacus's) on the job's batches, masks applied
+    and `update` called after every step; resumable from the job's checkpoint, with `update`
+    and `stateful` saved in it. Returns the per-epoch history."""
+
     def after_step(step: int) -> None:
         engine.apply()
         update(step)
 
-    history = fit(
+    return fit(
         model,
         train,
         job.data.set("reference"),
         job.train,
         purpose_seed(job.seed, "batches"),
         after_step,
-        (optimizer, scheduler),
+        optimizer,
         checkpoint=job.checkpoint,
-        stateful={"update": update},
+        stateful={"update": update, **(stateful or {})},
         regularizer=regularizer,
     )
-    return model, history, update.table(), start, {}
 
 
 def _schedule(sparse: ScheduleSpec, total_steps: int) -> Schedule:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..batches import TrainBatches
-from ..loop import Regularizer, fit
+from ..loop import Regularizer
 from ..mask_updates import DSTUpdate
 from ..sparse import SparseEngine
 from ..specs import ScheduleSpec
@@ -42,25 +42,11 @@ def fit_dst(
     """Dynamic sparse training of `model` (whose masks `engine` owns) with `growth` regrowth on
     `sparse`'s schedule, resumable from the job's checkpoint. `model` may wrap the engine's
     model (Opacus); returns the history and the mask-update log."""
-    from ..methods import _schedule, purpose_seed  # here: methods will import the defenses
+    from ..methods import _schedule, train_with_updates  # here: methods imports the defenses
 
     schedule = _schedule(sparse, job.train.epochs * train.steps_per_epoch)
     update = DSTUpdate(engine, optimizer[0], schedule, growth, job.generator("updates"))
-
-    def after_step(step: int) -> None:
-        engine.apply()
-        update(step)
-
-    history = fit(
-        model,
-        train,
-        job.data.set("reference"),
-        job.train,
-        purpose_seed(job.seed, "batches"),
-        after_step,
-        optimizer,
-        checkpoint=job.checkpoint,
-        stateful={"update": update, **(stateful or {})},
-        regularizer=regularizer,
+    history = train_with_updates(
+        job, model, engine, train, optimizer, update, regularizer, stateful
     )
     return history, update.table()
