@@ -263,6 +263,16 @@ def model_labels(dataset, dense=True):
     return [(method, d, seed, f"{method} d={d}") for method, d in models]
 
 
+def roc_attacks():
+    """A ROC panel each: the trade-off attack (unless `strongest`), LiRA and RMIA where they
+    are evaluated; else the first evaluated attack."""
+    evaluation = config["evaluation"]
+    wanted = dict.fromkeys([evaluation["tradeoff_attack"], "lira", "rmia"])
+    return [a for a in wanted if a in evaluation["attacks"]] or evaluation["attacks"][
+        :1
+    ]
+
+
 def candidate_log(wildcards):
     """updates.csv of SafeCompress at the ROC density, first seed: every candidate logged."""
     density, seed = config["evaluation"]["roc_density"], config["seeds"][0]

@@ -17,11 +17,11 @@ rule compress:
         )
     wildcard_constraints:
         method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+    # before the attack jobs: a long compression job started last would hold up the tables
+    priority: 1
     conda:
         ENV
     threads: config["resources"]["threads"]
-    # before the attack jobs: a long compression job started last would hold up the tables
-    priority: 1
     resources:
         **TRAINING_RESOURCES,
     params:

@@ -88,14 +88,7 @@ rule figure_roc:
     params:
         methods=lambda w: [m for m, *_ in model_labels(w.dataset)],
         densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
-        # a panel each: the trade-off attack (unless `strongest`), LiRA and RMIA where evaluated
-        attacks=[
-            attack
-            for attack in dict.fromkeys(
-                [config["evaluation"]["tradeoff_attack"], "lira", "rmia"]
-            )
-            if attack in config["evaluation"]["attacks"]
-        ],
+        attacks=roc_attacks(),
         bootstrap=config["evaluation"]["bootstrap"],
     shell:
         "python -m safecompress.steps.figures roc --scores {input} --method {params.methods}"
