@@ -839,6 +839,10 @@ def ablation(table: pd.DataFrame, attack: str) -> Figure:
                 linestyle="none" if categorical else "-",
             )
             axes.set(xlabel=ABLATION_SWEEPS[sweep], ylabel=label if column == 0 else None)
+            if categorical:  # variant names are long: slanted, so neighbours do not overlap
+                axes.tick_params(axis="x", labelrotation=20)
+                for tick in axes.get_xticklabels():
+                    tick.set_horizontalalignment("right")
         if sweep == "n":  # whole numbers of candidates only
             for axes in axes_grid[:, column]:
                 axes.xaxis.set_major_locator(FixedLocator(stats["x"].tolist()))
