@@ -26,11 +26,10 @@ from torch import nn
 
 from ..batches import TrainBatches
 from ..devices import forward, to_device
-from ..loop import Penalty, make_optimizer
-from ..methods import sparse_start
+from ..loop import Penalty
 from ..models import load_model
 from ..specs import DistillSpec, DSTSpec
-from .training import DefenseResult, fit_dst
+from .training import DefenseResult, fit_dst_with
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
@@ -84,17 +83,11 @@ class Distillation:
 
 def train(job: Job, sparse: DSTSpec, distill: DistillSpec, dense: str) -> DefenseResult:
     """Dynamic sparse training of a student on the dense model `dense`'s soft labels."""
-    model, engine, start = sparse_start(job, sparse)  # first: the same start as `dst`'s
-    teacher, _ = load_model(dense)
-    to_device(teacher, job.device)
-    history, updates = fit_dst(
-        job,
-        sparse,
-        sparse.growth,
-        model,
-        engine,
-        make_optimizer(model, job.train),
-        TrainBatches(job.members(), job.train, job.device),
-        regularizer=Distillation(teacher, distill),
-    )
-    return model, history, updates, start, {}
+
+    def distillation(batches: TrainBatches) -> Distillation:
+        # the teacher is built after the student's start, so that start is `dst`'s
+        teacher, _ = load_model(dense)
+        to_device(teacher, job.device)
+        return Distillation(teacher, distill)
+
+    return fit_dst_with(job, sparse, distillation)

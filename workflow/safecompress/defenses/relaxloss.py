@@ -31,11 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batches import TrainBatches
-from ..loop import Penalty, make_optimizer
-from ..methods import sparse_start
+from ..loop import Penalty
 from ..specs import DSTSpec, RelaxLossSpec
-from .training import DefenseResult, fit_dst
+from .training import DefenseResult, fit_dst_with
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
@@ -100,16 +98,4 @@ class RelaxLoss:
 
 def train(job: Job, sparse: DSTSpec, relaxloss: RelaxLossSpec) -> DefenseResult:
     """Dynamic sparse training on the RelaxLoss objective."""
-    model, engine, start = sparse_start(job, sparse)
-    batches = TrainBatches(job.members(), job.train, job.device)
-    history, updates = fit_dst(
-        job,
-        sparse,
-        sparse.growth,
-        model,
-        engine,
-        make_optimizer(model, job.train),
-        batches,
-        regularizer=RelaxLoss(relaxloss, batches.steps_per_epoch),
-    )
-    return model, history, updates, start, {}
+    return fit_dst_with(job, sparse, lambda batches: RelaxLoss(relaxloss, batches.steps_per_epoch))

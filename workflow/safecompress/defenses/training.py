@@ -2,11 +2,13 @@
 defense's own loss (a `loop.Regularizer`), optimiser or batches.
 
 `methods.sparse_start` + `fit_dst` is `methods._sparse_training` with the DST update of
-`methods.dst`, opened up for a defense's regulariser, optimiser or batches.
+`methods.dst`, opened up for a defense's regulariser, optimiser or batches; `fit_dst_with` is
+the common case, `dst` with a defense's own loss term (RelaxLoss, distillation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -14,10 +16,10 @@ import torch
 from torch import nn
 
 from ..batches import TrainBatches
-from ..loop import Regularizer
+from ..loop import Regularizer, make_optimizer
 from ..mask_updates import DSTUpdate
 from ..sparse import SparseEngine
-from ..specs import ScheduleSpec
+from ..specs import DSTSpec, ScheduleSpec
 
 if TYPE_CHECKING:  # methods will list the defenses: no import cycle at run time
     from ..methods import Job
@@ -50,3 +52,26 @@ def fit_dst(
         job, model, engine, train, optimizer, update, regularizer, stateful
     )
     return history, update.table()
+
+
+def fit_dst_with(
+    job: Job, sparse: DSTSpec, regularizer: Callable[[TrainBatches], Regularizer]
+) -> DefenseResult:
+    """`dst` itself (the same sparse start, batches and mask updates) trained with a defense's
+    own loss term, which `regularizer` builds from the training batches once the start is
+    drawn."""
+    from ..methods import sparse_start  # here: methods imports the defenses
+
+    model, engine, start = sparse_start(job, sparse)
+    batches = TrainBatches(job.members(), job.train, job.device)
+    history, updates = fit_dst(
+        job,
+        sparse,
+        sparse.growth,
+        model,
+        engine,
+        make_optimizer(model, job.train),
+        batches,
+        regularizer=regularizer(batches),
+    )
+    return model, history, updates, start, {}
