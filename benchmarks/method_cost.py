@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from safecompress.specs import METHODS
+from safecompress.config.methods import METHODS
 
 # <dataset>_<method>_density<d>_seed<s>; data set and method names may hold underscores, so
 # the method is one of METHODS (longest first) or ablation/<variant>

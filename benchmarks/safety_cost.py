@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from safecompress import methods, specs
-from safecompress.checkpoint import Checkpoint
-from safecompress.config import load_yaml
+from safecompress.compression.job import Job
+from safecompress.config import specs
+from safecompress.config.methods import REGISTRY
+from safecompress.config.settings import load_yaml
+from safecompress.data.sources import load_pool
+from safecompress.data.splits import load_data, make_split
 from safecompress.io import write_csv
-from safecompress.pools import load_pool
-from safecompress.splits import load_data, make_split
+from safecompress.training.checkpoint import Checkpoint
 
 TARGET_RATIO = 1.3
 
@@ -50,14 +52,14 @@ def main() -> None:
             for method, times in runs.items():  # alternating, so drift hits both alike
                 checkpoint = Checkpoint(Path(tmp) / f"{method}{repeat}.pt", "benchmark")
                 start = time.perf_counter()
-                job = methods.Job(
+                job = Job(
                     data, config["model"], train, args.density, 0, torch.device("cpu"), checkpoint
                 )
                 sections = {
                     name: specs.read(spec, name, config[name])
-                    for name, spec in specs.METHOD_SPECS[method].items()
+                    for name, spec in REGISTRY[method].sections.items()
                 }
-                methods.COMPRESSORS[method](job, **sections)
+                REGISTRY[method].function()(job, **sections)
                 times.append(time.perf_counter() - start)
 
     section = config["safecompress"]

@@ -25,16 +25,16 @@ import time
 
 import torch
 
-from safecompress.batches import TrainBatches
-from safecompress.config import load_yaml
-from safecompress.devices import pick_device, to_device
-from safecompress.loop import make_optimizer, train_step
-from safecompress.mask_updates import SafeCompressUpdate, Schedule, SharedBatches
-from safecompress.models import build_model
-from safecompress.safety import SafetyTest
-from safecompress.sparse import SparseEngine
-from safecompress.specs import Strategy, TrainSpec, read
-from safecompress.splits import Samples
+from safecompress.compression.safety import SafetyTest
+from safecompress.compression.updates import SafeCompressUpdate, Schedule
+from safecompress.config.settings import load_yaml
+from safecompress.config.specs import Strategy, TrainSpec, read
+from safecompress.data.batches import SharedBatches, TrainBatches
+from safecompress.data.splits import Samples
+from safecompress.sparse.engine import SparseEngine
+from safecompress.training.devices import pick_device, to_device
+from safecompress.training.loop import make_optimizer, train_step
+from safecompress.training.models import build_model
 
 CIFAR_TRAIN = 50_000
 TARGET_RATIO = 1.2
@@ -122,7 +122,7 @@ def main() -> None:
 
     def hooked() -> None:
         engine.apply()
-        update(next(step))
+        update.after_step(next(step))
 
     window = lookahead[-1] + 1
     update_seconds = window * (

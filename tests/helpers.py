@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from safecompress.specs import TrainSpec
+from safecompress.config.specs import TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / ".test" / "config" / "config.yaml"

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from safecompress.adversarial import AdversarialRegularizer
-from safecompress.batches import TrainBatches
-from safecompress.checkpoint import Checkpoint
-from safecompress.devices import forward
-from safecompress.features import penultimate_features
-from safecompress.loop import fit, seed_everything, train_step
-from safecompress.models import build_model
-from safecompress.specs import TrainSpec
-from safecompress.splits import Samples
+from safecompress.compression.adversarial import AdversarialRegularizer
+from safecompress.config.specs import TrainSpec
+from safecompress.data.batches import TrainBatches
+from safecompress.data.splits import Samples
+from safecompress.privacy.features import penultimate_features
+from safecompress.training.checkpoint import Checkpoint
+from safecompress.training.devices import forward
+from safecompress.training.loop import Callback, fit, seed_everything, train_step
+from safecompress.training.models import build_model
 
 CPU = torch.device("cpu")
 # An overfit case: 100 members, no weight decay, many epochs (train accuracy 1.0, loss-attack
@@ -66,23 +66,24 @@ def new_model(seed: int = 0) -> torch.nn.Module:
     return build_model({"arch": "mlp", "hidden": [256, 128]}, (64,), 10)
 
 
-def trained(sets, seed, spec=OVERFIT, weight=None, checkpoint=None, after_step=None, **options):
-    """A model trained on the members, with the adversarial term unless weight is None."""
+def trained(sets, seed, spec=OVERFIT, weight=None, checkpoint=None, hook=None, **options):
+    """A model trained on the members, with the adversarial term unless weight is None (and
+    `hook`, a callback after it, if given)."""
     model = new_model(seed)
     regularizer = None
     if weight is not None:
         regularizer = AdversarialRegularizer(
             model, sets.members, sets.reference, weight=weight, seed=seed, **options
         )
+    callbacks = [c for c in (regularizer, hook) if c is not None]
     history = fit(
         model,
         TrainBatches(sets.members, spec, CPU),
         sets.heldout,
         spec,
         seed,
-        after_step=after_step,
+        callbacks,
         checkpoint=checkpoint,
-        regularizer=regularizer,
     )
     return model, regularizer, history
 
@@ -123,14 +124,14 @@ def test_one_model_step_raises_the_attackers_loss_on_members(sets, name):
     x, y = sets.members.x[:32], sets.members.y[:32]
 
     # the term is exactly -weight x the attacker's BCE on the batch, members labelled members
-    with regularizer.step(model) as penalty:
+    with regularizer.penalty(model) as penalty:
         term = penalty(forward(model, x), y)
     assert term.item() == pytest.approx(-members_bce(regularizer, name, model, x, y), rel=1e-5)
 
     def after_one_step(with_term: bool) -> float:
         stepped = copy.deepcopy(model)
         optimizer = torch.optim.SGD(stepped.parameters(), lr=0.01)
-        train_step(stepped, optimizer, x, y, regularizer if with_term else None)
+        train_step(stepped, optimizer, x, y, [regularizer] if with_term else [])
         return members_bce(regularizer, name, stepped, x, y)
 
     plain, adversarial = after_one_step(False), after_one_step(True)
@@ -152,19 +153,19 @@ def test_white_box_term_reaches_every_weight_through_the_training_forward(sets):
         regularizer.attacker_step(model)
     x, y = sets.members.x[:32], sets.members.y[:32]
     model.train()
-    with regularizer.step(model) as penalty:
+    with regularizer.penalty(model) as penalty:
         logits = forward(model, x)
         term = penalty(logits, y)
     # the hook captured this forward pass's features: same term as from features given directly
     features = penultimate_features(model, x)  # the MLP has no dropout: train = eval features
-    assert torch.allclose(term, regularizer.penalty(logits, y, features))
+    assert torch.allclose(term, regularizer.term(logits, y, features))
     term.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
         assert torch.isfinite(parameter.grad).all(), name
     # the white-box attacker's inputs carry the graph: the term moves with the features alone
     detached = features.detach().requires_grad_(True)
-    regularizer.penalty(logits.detach(), y, detached).backward()
+    regularizer.term(logits.detach(), y, detached).backward()
     assert detached.grad.abs().sum() > 0
 
     # and a whole MMIA run trains, with finite losses
@@ -231,14 +232,17 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(sets, tmp_path):
 
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "adversarial")
 
-    def kill_in_epoch_3(step):
-        if step == 10:
-            raise Killed
+    class KillInEpoch3(Callback):
+        def after_step(self, step):
+            if step == 10:
+                raise Killed
 
     with pytest.raises(Killed):
-        trained(sets, 0, spec, checkpoint=checkpoint, after_step=kill_in_epoch_3, **options)
+        trained(sets, 0, spec, checkpoint=checkpoint, hook=KillInEpoch3(), **options)
     assert torch.load(checkpoint.path, weights_only=True)["epoch"] == 2
-    resumed, reg_resumed, history_resumed = trained(sets, 0, spec, checkpoint=checkpoint, **options)
+    resumed, reg_resumed, history_resumed = trained(
+        sets, 0, spec, checkpoint=checkpoint, hook=Callback(), **options
+    )
 
     assert same_weights(reference, resumed)
     assert history_reference.equals(history_resumed)
@@ -261,7 +265,7 @@ def test_term_starts_after_start_step_with_the_warm_up(sets):
     counts, terms = [], []
     for _ in range(4):
         before = len(calls)
-        with regularizer.step(model) as penalty:
+        with regularizer.penalty(model) as penalty:
             terms.append(penalty(forward(model, x), y).item())
         counts.append(len(calls) - before)
         train_step(model, optimizer, x, y)

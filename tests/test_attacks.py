@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safecompress import attacks, safety
-from safecompress.attacks import learned
-from safecompress.attacks import scores as signal_scores
-from safecompress.attacks import threshold as thresholds_mod
-from safecompress.metrics import ATTACK_METRICS, attack_metrics
+from safecompress.privacy import attacks
+from safecompress.privacy.attacks import learned
+from safecompress.privacy.attacks import scores as signal_scores
+from safecompress.privacy.attacks import threshold as thresholds_mod
+from safecompress.privacy.metrics import ATTACK_METRICS, attack_metrics
 
 METRIC_KEYS = list(ATTACK_METRICS)
 
@@ -365,48 +365,3 @@ def test_run_attacks_rejects_mismatched_logit_columns():
     _, shadow = leaky_signals(seed=0, n_classes=4, n_per_set=20)
     with pytest.raises(ValueError, match="target has 3 logit columns but shadow has 4"):
         run(target, shadow, ["loss"], seed=0)
-
-
-# --- Safety-test probe --------------------------------------------------------------------
-
-
-def test_probe_attack_fits_the_best_threshold_on_the_probe():
-    logits_members = np.array([[5.0, 0.0], [0.0, 5.0], [4.0, 0.0]])
-    labels_members = np.array([0, 1, 0])
-    logits_nonmembers = np.array([[1.0, 0.0], [0.0, 0.5], [0.0, 1.0]])
-    labels_nonmembers = np.array([0, 1, 0])
-    result = safety.probe_attack(
-        "loss", logits_members, labels_members, logits_nonmembers, labels_nonmembers
-    )
-    assert list(result) == METRIC_KEYS
-    assert result["attack_acc"] == 1.0
-    assert result["advantage"] == 1.0
-    assert result["auc"] == 1.0
-
-
-def test_probe_attack_without_signal_is_near_chance():
-    frame = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
-    logits, labels = frame.filter(like="logit_").to_numpy(), frame["label"].to_numpy()
-    members = (frame["set"] == "member").to_numpy()
-    result = safety.probe_attack(
-        "confidence", logits[members], labels[members], logits[~members], labels[~members]
-    )
-    assert abs(result["auc"] - 0.5) < 0.06
-    # Fitted on itself the attacker is optimistic, but only by sampling noise here.
-    assert 0.5 <= result["attack_acc"] < 0.56
-
-
-def test_probe_attack_rejects_an_unknown_attack():
-    with pytest.raises(ValueError, match="unknown metric 'telepathy'"):
-        safety.probe_attack("telepathy", np.zeros((2, 2)), [0, 1], np.zeros((2, 2)), [0, 1])
-
-
-def test_nn_safety_test_is_cross_fitted_and_sees_a_real_gap():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 200)
-    confident = np.eye(4)[labels] * 8 + rng.normal(0, 1, (200, 4))
-    unsure = np.eye(4)[labels] * 1 + rng.normal(0, 1, (200, 4))
-    leaky = safety.probe_attack("nn", confident[:100], labels[:100], unsure[100:], labels[100:])
-    same = safety.probe_attack("nn", unsure[:100], labels[:100], unsure[100:], labels[100:])
-    assert leaky["auc"] > 0.9
-    assert abs(same["auc"] - 0.5) < 0.15  # out-of-fold scores: no memorised advantage

@@ -9,7 +9,7 @@ import yaml
 
 from helpers import REPO, TINY, changed, snakemake_command, workflow_env
 from safecompress.io import read_csv
-from safecompress.signals import SIGNAL_COLUMNS
+from safecompress.privacy.signals import SIGNAL_COLUMNS
 from safecompress.steps import attack, cli
 
 TINY_CONFIG = yaml.safe_load(TINY.read_text())

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import SHORT_TRAINING
-from safecompress.batches import TrainBatches, crop_flip, shuffled_batches
-from safecompress.loop import fit, seed_everything
-from safecompress.models import build_model
-from safecompress.splits import Samples
+from safecompress.data.batches import TrainBatches, crop_flip, shuffled_batches
+from safecompress.data.splits import Samples
+from safecompress.training.loop import fit, seed_everything
+from safecompress.training.models import build_model
 
 CPU = torch.device("cpu")
 
@@ -97,11 +97,3 @@ def test_crop_flip_refuses_data_that_are_not_images():
     tokens = Samples(torch.zeros(10, 32, dtype=torch.long), torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match="train.augment: crop_flip needs images"):
         TrainBatches(tokens, dataclasses.replace(SHORT_TRAINING, augment="crop_flip"), CPU)
-
-
-def test_a_sampled_batch_has_batch_size_rows_of_the_data():
-    data = images()
-    x, y = TrainBatches(data, SHORT_TRAINING, CPU).sample(torch.Generator().manual_seed(0))
-    assert x.shape == (8, 3, 8, 8) and len(y) == 8
-    rows = [int((data.x == image).all((1, 2, 3)).nonzero()) for image in x]
-    assert len(set(rows)) == 8 and torch.equal(data.y[rows], y)

@@ -10,15 +10,18 @@ import torch
 import yaml
 
 from helpers import SHORT_TRAINING
-from safecompress import methods
-from safecompress.checkpoint import Checkpoint
-from safecompress.loop import fit, make_optimizer
-from safecompress.mask_updates import DSTUpdate, SafeCompressUpdate, Schedule, SharedBatches
-from safecompress.models import build_model
-from safecompress.safety import SafetyTest
-from safecompress.sparse import SparseEngine
-from safecompress.specs import DSTSpec, SafeCompressSpec, ScheduleSpec, Strategy, TrainSpec
-from safecompress.splits import Data, Samples, make_split
+from safecompress.compression import job as jobs
+from safecompress.compression.dst import dst
+from safecompress.compression.safecompress import safecompress
+from safecompress.compression.safety import SafetyTest
+from safecompress.compression.updates import DSTUpdate, SafeCompressUpdate, Schedule
+from safecompress.config.specs import DSTSpec, SafeCompressSpec, ScheduleSpec, Strategy, TrainSpec
+from safecompress.data.batches import SharedBatches
+from safecompress.data.splits import Data, Samples, make_split
+from safecompress.sparse.engine import SparseEngine
+from safecompress.training.checkpoint import Checkpoint
+from safecompress.training.loop import KeepMasks, fit, make_optimizer
+from safecompress.training.models import build_model
 
 SPEC = dataclasses.replace(SHORT_TRAINING, epochs=4, batch_size=16, lr=0.05)
 SCHEDULE = Schedule(interval=5, prune_fraction=0.5, end_step=20)  # 24 steps: 6 x 4 epochs
@@ -45,21 +48,15 @@ def run(update_factory, seed=0, spec=SPEC, checkpoint=None):
     train, val = toy_data(96, 1), toy_data(48, 2)
     batches = SharedBatches(train, spec, torch.device("cpu"))
     update = update_factory(model, engine, optimizer, batches, val)
-
-    def after_step(step):
-        engine.apply()
-        update(step)
-
     fit(
         model,
         batches,
         val,
         spec,
         seed,
-        after_step,
+        [KeepMasks(engine), update],
         (optimizer, scheduler),
         checkpoint=checkpoint,
-        stateful={"update": update},
     )
     return model, engine, update
 
@@ -118,7 +115,7 @@ def test_default_config_decides_after_the_last_learning_rate_drop():
     spec = ScheduleSpec(**{f.name: sparse[f.name] for f in dataclasses.fields(ScheduleSpec)})
     steps_per_epoch = 16  # 485 digits members in batches of 32
     total = train["epochs"] * steps_per_epoch
-    schedule = methods._schedule(spec, total)
+    schedule = Schedule.of(spec, total)
     updates = [s for s in range(1, total + 1) if schedule.fraction_at(s) is not None]
     last_drop = max(train["milestones"]) * total
     assert any(s > last_drop for s in updates)
@@ -213,21 +210,22 @@ def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
 
     def killed_at_14(*args):
         update = factory(*args)
+        after_step = update.after_step
 
         def hook(step):
             if step == 14:  # epoch 2 ended at step 12, the selection begun there is in flight
                 raise Killed
-            update(step)
+            after_step(step)
 
-        hook.state_dict, hook.load_state_dict = update.state_dict, update.load_state_dict
-        return hook
+        update.after_step = hook
+        return update
 
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "test")
     with pytest.raises(Killed):
         run(killed_at_14, checkpoint=checkpoint)
     saved = torch.load(checkpoint.path, weights_only=True)
-    assert saved["epoch"] == 2 and saved["update"]["selection"]["start"] == 12
-    assert len(saved["update"]["selection"]["copies"]) == 2
+    assert saved["epoch"] == 2 and saved["callbacks"][1]["selection"]["start"] == 12
+    assert len(saved["callbacks"][1]["selection"]["copies"]) == 2
     resumed, _, resumed_update = run(factory, checkpoint=checkpoint)
     same_state(reference, resumed)
     pd.testing.assert_frame_equal(reference_update.table(), resumed_update.table())
@@ -251,7 +249,7 @@ def toy_job(tmp_path, seed=0, epochs=3):
     checkpoint = Checkpoint(tmp_path / f"{seed}.pt", "toy")
     torch.manual_seed(seed)  # the model's initial weights
     model = {"arch": "mlp", "hidden": [32]}
-    return methods.Job(data, model, train, 0.2, seed, torch.device("cpu"), checkpoint)
+    return jobs.Job(data, model, train, 0.2, seed, torch.device("cpu"), checkpoint)
 
 
 SPARSE = {
@@ -264,9 +262,9 @@ SPARSE = {
 
 
 def test_purposes_have_independent_documented_seeds():
-    seeds = {p: methods.purpose_seed(3, p) for p in methods.PURPOSES}
+    seeds = {p: jobs.purpose_seed(3, p) for p in jobs.PURPOSES}
     assert len(set(seeds.values())) == len(seeds) and 3 not in seeds.values()
-    child = np.random.SeedSequence(3).spawn(len(methods.PURPOSES))[1]
+    child = np.random.SeedSequence(3).spawn(len(jobs.PURPOSES))[1]
     assert seeds["updates"] == int(child.generate_state(1, np.uint64)[0])
 
 
@@ -274,7 +272,7 @@ def test_set_regrows_new_positions_at_its_first_update(tmp_path):
     """SET's random growth must not replay the initial mask's random numbers: with the masks'
     and the updates' generators seeded alike, the first update regrew exactly the weights it
     had just dropped (nothing moved)."""
-    _, _, updates, *_ = methods.dst(toy_job(tmp_path), DSTSpec(**SPARSE, growth="random"))
+    updates = dst(toy_job(tmp_path), DSTSpec(**SPARSE, growth="random")).updates
     assert len(updates) > 1
     assert updates["moved"].iloc[0] > 0
     assert (updates["moved"] > 0).all()
@@ -283,9 +281,7 @@ def test_set_regrows_new_positions_at_its_first_update(tmp_path):
 def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
     """SafeCompress with DST's strategy alone is DST: same initial masks, same batches, same
     update numbers, look-ahead inside the step budget."""
-    dst_model, dst_history, _, dst_start, *_ = methods.dst(
-        toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient")
-    )
+    plain = dst(toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient"))
     section = SafeCompressSpec(
         strategies=({"scale": 1.0, "growth": "gradient"},),
         lookahead=(4,),
@@ -293,10 +289,8 @@ def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
         probe_size="all",
         safety_weight=1.0,
     )
-    safe_model, safe_history, updates, safe_start, *_ = methods.safecompress(
-        toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section
-    )
-    assert dst_start == safe_start
-    same_state(dst_model, safe_model)
-    pd.testing.assert_frame_equal(dst_history, safe_history)
-    assert len(updates) > 1 and updates["selected"].all()
+    selected = safecompress(toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section)
+    assert plain.start_density == selected.start_density
+    same_state(plain.model, selected.model)
+    pd.testing.assert_frame_equal(plain.history, selected.history)
+    assert len(selected.updates) > 1 and selected.updates["selected"].all()

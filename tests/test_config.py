@@ -1,14 +1,22 @@
-"""The config is checked before any work: every mistake names its key."""
+"""The config is checked before any work: every mistake names its key; its documentation
+names every key and only paths that exist."""
 
+import ast
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers import changed
-from safecompress.config import ConfigError, check_config, load_yaml, schema
+from safecompress.config.methods import METHODS
+from safecompress.config.settings import ConfigError, check_config, load_yaml, schema
 
-DEFAULT = yaml.safe_load((Path(__file__).parent.parent / "config" / "config.yaml").read_text())
+ROOT = Path(__file__).parent.parent
+CONFIG = ROOT / "config"
+DEFAULT = yaml.safe_load((CONFIG / "config.yaml").read_text())
 
 
 def test_default_config_is_valid():
@@ -61,7 +69,7 @@ def test_unreadable_config_file(tmp_path):
 
 
 def test_image_augmentation_of_data_that_are_not_images_is_refused():
-    paper = load_yaml(Path(__file__).parent.parent / "config" / "paper.yaml")
+    paper = load_yaml(CONFIG / "paper.yaml")
     check_config(paper)  # crop_flip globally, text sets with their own train section
     with pytest.raises(ConfigError, match=r"config key train\.augment: crop_flip .* data\.imdb"):
         check_config(changed(paper, "data.imdb.train", KeyError))
@@ -85,32 +93,27 @@ def schema_enums(node, path=""):
 
 def test_every_schema_enum_is_a_python_constant():
     """The names the code dispatches on are the one source; the schema must list exactly them."""
-    from safecompress import (
-        adversarial,
-        attacks,
-        batches,
-        models,
-        pools,
-        safety,
-        sparse,
-        specs,
-        splits,
-    )
+    from safecompress.compression import adversarial, safety
+    from safecompress.config import specs
+    from safecompress.data import batches, sources, splits
+    from safecompress.privacy import attacks
+    from safecompress.sparse import engine
+    from safecompress.training import models
 
     data = "/properties/data/additionalProperties"
     expected = {
-        "/$defs/growth": sparse.TRAINING_GROWTH,
-        "/$defs/candidate_growth": tuple(sparse.GROWTH_CRITERIA),
-        "/$defs/strategies/items/properties/prune": tuple(sparse.PRUNE_CRITERIA),
-        "/$defs/strategies/items/properties/init": sparse.GROWTH_INITS,
-        "/$defs/strategies/items/properties/budget": sparse.BUDGETS,
-        "/properties/methods/items": specs.METHODS,
-        f"{data}/properties/source": pools.SOURCES,
-        f"{data}/allOf/0/then/properties/name": pools.SKLEARN_DATASETS,
-        f"{data}/allOf/1/then/properties/name": tuple(pools.IMAGE_FOLDERS),
+        "/$defs/growth": engine.TRAINING_GROWTH,
+        "/$defs/candidate_growth": tuple(engine.GROWTH_CRITERIA),
+        "/$defs/strategies/items/properties/prune": tuple(engine.PRUNE_CRITERIA),
+        "/$defs/strategies/items/properties/init": engine.GROWTH_INITS,
+        "/$defs/strategies/items/properties/budget": engine.BUDGETS,
+        "/properties/methods/items": METHODS,
+        f"{data}/properties/source": sources.SOURCES,
+        f"{data}/allOf/0/then/properties/name": sources.SKLEARN_DATASETS,
+        f"{data}/allOf/1/then/properties/name": tuple(sources.IMAGE_FOLDERS),
         "/properties/model/properties/arch": models.ARCHITECTURES,
         "/properties/train/properties/augment": batches.AUGMENTATIONS,
-        "/properties/sparse/properties/distribution": sparse.DISTRIBUTIONS,
+        "/properties/sparse/properties/distribution": engine.DISTRIBUTIONS,
         "/properties/safecompress/properties/safety_score": tuple(safety.SAFETY_SCORES),
         "/$defs/attack": tuple(attacks.ATTACKS),
         "/properties/adversarial/properties/attackers/items": adversarial.ATTACKERS,
@@ -128,3 +131,105 @@ def test_cross_key_checks_run_at_start():
     config = changed(DEFAULT, "evaluation.attacks", ["loss"])
     with pytest.raises(ConfigError, match="evaluation.tradeoff_attack: 'loss'|tradeoff_attack"):
         check_config(changed(config, "evaluation.tradeoff_attack", "nn"))
+
+
+def schema_keys(node, path="", followed=None):
+    """The full path of every key the schema allows, at every depth: `<name>` stands for a key
+    of a map (`data.<name>.source`), `[]` for an item of a list
+    (`safecompress.strategies[].scale`). A `$defs` reference is followed once (its keys are
+    documented where it is first used); one to a top-level section (`data.<name>.model`) is
+    not, that section being documented under its own name."""
+    followed = set() if followed is None else followed
+    ref = node.get("$ref")
+    if ref is not None and not ref.startswith("#/properties/") and ref not in followed:
+        followed.add(ref)
+        target = schema()
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        yield from schema_keys(target, path, followed)
+    for key, child in node.get("properties", {}).items():
+        child_path = f"{path}.{key}" if path else key
+        yield child_path
+        yield from schema_keys(child, child_path, followed)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from schema_keys(node["additionalProperties"], f"{path}.<name>", followed)
+    if isinstance(node.get("items"), dict):
+        yield from schema_keys(node["items"], f"{path}[]", followed)
+    for word in ("allOf", "anyOf", "oneOf"):
+        for child in node.get(word, []):
+            yield from schema_keys(child, path, followed)
+    for word in ("if", "then", "else"):
+        if word in node:
+            yield from schema_keys(node[word], path, followed)
+
+
+def readme_tables(header):
+    """First cells, without backticks, of the rows of config/README.md's tables whose first
+    column is `header`."""
+    cells, inside = [], False
+    for line in (CONFIG / "README.md").read_text().splitlines():
+        row = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            inside = False
+        elif row[0] == header:
+            inside = True
+        elif inside and not set(row[0]) <= set("-:"):
+            cells.append(row[0].strip("`"))
+    return cells
+
+
+def test_readme_documents_every_config_key():
+    """Each key is a row of a `key` table in config/README.md named by its full path (a
+    section by a heading that starts with its name in backticks); no row names a key the
+    schema does not have."""
+    keys = set(schema_keys(schema()))
+    rows = readme_tables("key")
+    headings = {
+        line.split("`")[1]
+        for line in (CONFIG / "README.md").read_text().splitlines()
+        if line.startswith("#") and "`" in line
+    }
+    undocumented = sorted(keys - set(rows) - headings)
+    assert not undocumented, f"config/README.md does not document {undocumented}"
+    unknown = sorted(set(rows) - keys)
+    assert not unknown, f"config/README.md documents keys the schema lacks: {unknown}"
+    assert len(rows) == len(set(rows)), "config/README.md documents a key twice"
+
+
+def test_readme_documents_every_method():
+    assert readme_tables("method") == list(METHODS)
+
+
+# A path from the repository root, as the config's comments and the docstrings name them.
+REPO_PATH = re.compile(
+    r"(?<![\w/.-])(?:config|workflow|tests|scripts|benchmarks|docs|profiles|envs)/[\w./<>*-]*[\w/]"
+)
+
+
+def documentation():
+    """(file, text) of the config files' comments, config/README.md, and the docstrings and
+    comments of the package."""
+    for path in sorted(CONFIG.glob("*.yaml")):
+        yield path, "\n".join(re.findall(r"#.*", path.read_text()))
+    yield CONFIG / "README.md", (CONFIG / "README.md").read_text()
+    for path in sorted((ROOT / "workflow" / "safecompress").rglob("*.py")):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                yield path, ast.get_docstring(node) or ""
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT:
+                yield path, token.string
+
+
+def test_documentation_names_only_paths_that_exist():
+    missing = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path, text in documentation()
+        for name in REPO_PATH.findall(text)
+        if "<" not in name and "*" not in name and not (ROOT / name).exists()
+    )
+    assert not missing, f"paths that do not exist: {missing}"
+    links = re.findall(r"\]\((?!https?:|#)([^)#]+)", (CONFIG / "README.md").read_text())
+    broken = [link for link in links if not (CONFIG / link).exists()]  # relative to config/
+    assert links and not broken, f"config/README.md links to paths that do not exist: {broken}"

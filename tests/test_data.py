@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safecompress.pools import load_pool
-from safecompress.splits import (
+from safecompress.data.sources import load_pool
+from safecompress.data.splits import (
     SPLIT_SETS,
     SplitError,
     check_split,

@@ -15,17 +15,10 @@ from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 
 from helpers import SHORT_TRAINING
-from safecompress.batches import TrainBatches
-from safecompress.checkpoint import Checkpoint
-from safecompress.defenses import DEFENSES, distill, dpsgd, miapruning, relaxloss
-from safecompress.loop import fit, loss_and_accuracy, make_optimizer
-from safecompress.methods import Job
-from safecompress.models import build_model, load_model, save_model
-from safecompress.sparse import SparseEngine, measured_density
-from safecompress.specs import (
-    FROM_DENSE as NEED_DENSE,
-)
-from safecompress.specs import (
+from safecompress.compression.defenses import distill, dpsgd, miapruning, relaxloss
+from safecompress.compression.job import Job
+from safecompress.config.methods import REGISTRY
+from safecompress.config.specs import (
     DistillSpec,
     DPSGDSpec,
     DSTSpec,
@@ -34,7 +27,12 @@ from safecompress.specs import (
     RelaxLossSpec,
     ScheduleSpec,
 )
-from safecompress.splits import Data
+from safecompress.data.batches import TrainBatches
+from safecompress.data.splits import Data
+from safecompress.sparse.engine import SparseEngine, measured_density
+from safecompress.training.checkpoint import Checkpoint
+from safecompress.training.loop import fit, loss_and_accuracy, make_optimizer
+from safecompress.training.models import build_model, load_model, save_model
 
 MODEL = {"arch": "mlp", "hidden": [32]}
 TRAIN = dataclasses.replace(SHORT_TRAINING, epochs=4, batch_size=16, lr=0.05)
@@ -42,6 +40,7 @@ SCHEDULE = {"distribution": "erk", "prune_fraction": 0.5, "prune_floor": 0.0, "u
 DST = DSTSpec(**SCHEDULE, stop_fraction=0.75, growth="gradient")
 DENSITY = 0.2
 SETS = {"target_train": 96, "known_members": 32, "reference": 64, "target_out": 64}
+DEFENSES = ("dpsgd", "relaxloss", "miapruning", "distill")  # advreg: tests/test_adversarial.py
 
 # Small models: one thread is as fast, and spares the cores others share.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,13 +82,13 @@ def run(name, job, dense, **spec):
     """One defense with its default spec (fields in `spec` changed), seeded."""
     torch.manual_seed(job.seed)
     if name == "dpsgd":
-        return dpsgd.train(job, ScheduleSpec(**SCHEDULE, stop_fraction=0.75), DPSGDSpec(**spec))
+        return dpsgd.dpsgd(job, ScheduleSpec(**SCHEDULE, stop_fraction=0.75), DPSGDSpec(**spec))
     if name == "relaxloss":
-        return relaxloss.train(job, DST, RelaxLossSpec(**spec))
+        return relaxloss.relaxloss(job, DST, RelaxLossSpec(**spec))
     if name == "distill":
-        return distill.train(job, DST, DistillSpec(**spec), dense)
+        return distill.distill(job, DST, DistillSpec(**spec), dense)
     sparse = MagnitudeSpec("erk", finetune_epochs=3)
-    return miapruning.train(job, sparse, MIAPruningSpec(**{"admm_epochs": 3, **spec}), dense)
+    return miapruning.miapruning(job, sparse, MIAPruningSpec(**{"admm_epochs": 3, **spec}), dense)
 
 
 def sparse_model(seed=0):
@@ -159,7 +158,7 @@ def test_dpsgd_epsilon_falls_as_noise_rises(data, tmp_path):
     reports = []
     for i, sigma in enumerate((0.7, 1.0, 2.0)):
         job = make_job(data, tmp_path / str(i), train=short)
-        reports.append(run("dpsgd", job, None, noise_multiplier=sigma)[-1])
+        reports.append(run("dpsgd", job, None, noise_multiplier=sigma).report)
     epsilons = [r["epsilon"] for r in reports]
     assert 0 < epsilons[2] < epsilons[1] < epsilons[0] < np.inf
     # every step of the run was accounted at the Poisson rate q = B / n, at delta = 1/n
@@ -206,12 +205,15 @@ def test_relaxloss_objective_branches():
 def test_relaxloss_keeps_the_members_loss_near_its_target(data, tmp_path):
     train = dataclasses.replace(TRAIN, epochs=30)
     job = make_job(data, tmp_path, train=train)
-    model, history, *_ = run("relaxloss", job, None, alpha=0.6)
+    result = run("relaxloss", job, None, alpha=0.6)
+    model, history = result.model, result.history
     member_loss, member_acc = loss_and_accuracy(model, job.members())
     assert member_loss == pytest.approx(0.6, abs=0.1)
     assert history["train_loss"].iloc[-5:].mean() == pytest.approx(0.6, abs=0.1)
     assert member_acc > 0.8
-    plain, *_ = run("relaxloss", make_job(data, tmp_path / "plain", train=train), None, alpha=1e-6)
+    plain = run(
+        "relaxloss", make_job(data, tmp_path / "plain", train=train), None, alpha=1e-6
+    ).model
     assert loss_and_accuracy(plain, job.members())[0] < 0.3  # with no target it goes lower
 
 
@@ -220,7 +222,7 @@ def test_distillation_loss_is_the_reference_kd_train_loss(data, dense):
     student, _ = sparse_model()
     regularizer = distill.Distillation(teacher, DistillSpec())
     x, y = data.x[:16], data.y[:16]
-    with regularizer.step(student) as penalty:
+    with regularizer.penalty(student) as penalty:
         logits = student(x)
         loss = F.cross_entropy(logits, y) + penalty(logits, y)
     # JiePKU/MIA-SafeCompress train.py: (loss1 + KD_loss(t_out, output)) / 2
@@ -234,7 +236,7 @@ def test_admm_projection_and_updates(data):
     torch.manual_seed(0)
     model = build_model(MODEL, (1, 4, 4), 4)
     budgets = miapruning.layer_budgets(model, DENSITY, "erk")
-    admm = miapruning.ADMMPruning(model, budgets, rho=1.0)
+    admm = miapruning.ADMMPruning(model, budgets, rho=1.0, interval_steps=1)
     for name, z in admm.z.items():
         weight = admm.weights[name].detach()
         assert int((z != 0).sum()) == budgets[name]
@@ -244,14 +246,15 @@ def test_admm_projection_and_updates(data):
     for name, w in admm.weights.items():
         torch.testing.assert_close(admm.z[name], miapruning.project(before[name], budgets[name]))
         torch.testing.assert_close(admm.u[name], w.detach() - admm.z[name])
-    penalty = admm.penalty()
+    penalty = admm.term()
     expected = sum((w - admm.z[n] + admm.u[n]).pow(2).sum() for n, w in admm.weights.items())
     torch.testing.assert_close(penalty, expected / 2)
 
 
 def test_admm_draws_the_weights_to_the_sparse_set(data, dense, tmp_path):
     job = make_job(data, tmp_path)
-    *_, updates, _, report = run("miapruning", job, dense, rho=0.5, admm_epochs=8)
+    result = run("miapruning", job, dense, rho=0.5, admm_epochs=8)
+    updates, report = result.updates, result.report
     assert updates["residual"].iloc[-1] < updates["residual"].iloc[0] / 2
     assert report["admm_residual"] == updates["residual"].iloc[-1]
     assert not (tmp_path / "admm-checkpoint.pt").exists()
@@ -260,7 +263,8 @@ def test_admm_draws_the_weights_to_the_sparse_set(data, dense, tmp_path):
 @pytest.mark.parametrize("name", list(DEFENSES))
 def test_each_defense_saves_a_model_at_its_density(name, data, dense, tmp_path):
     job = make_job(data, tmp_path)
-    model, history, updates, start, report = run(name, job, dense if name in NEED_DENSE else None)
+    result = run(name, job, dense if REGISTRY[name].from_dense else None)
+    model, start = result.model, result.start_density
     path = tmp_path / "model.safetensors"
     save_model(model, path, {"model": MODEL, "input_shape": [1, 4, 4], "n_classes": 4})
     saved, _ = load_model(path)
@@ -285,13 +289,13 @@ def test_a_killed_run_resumes_to_the_same_model(name, data, dense, tmp_path, cap
                 shutil.copy(self.path, tmp_path / "killed" / "checkpoint.pt")
 
     (tmp_path / "killed").mkdir()
-    dense_path = dense if name in NEED_DENSE else None
+    dense_path = dense if REGISTRY[name].from_dense else None
     whole = run(name, make_job(data, tmp_path, Recording(tmp_path / "c.pt", "fp")), dense_path)
     killed = Checkpoint(tmp_path / "killed" / "checkpoint.pt", "fp")
-    with caplog.at_level(logging.INFO, logger="safecompress.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="safecompress.training.checkpoint"):
         resumed = run(name, make_job(data, tmp_path, killed), dense_path)
     assert "(epoch 2)" in caplog.text  # it did resume, after its second epoch
-    for key, value in whole[0].state_dict().items():
-        assert torch.equal(value, resumed[0].state_dict()[key]), key
-    pd.testing.assert_frame_equal(whole[1], resumed[1])
-    assert whole[4] == resumed[4]
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    pd.testing.assert_frame_equal(whole.history, resumed.history)
+    assert whole.report == resumed.report

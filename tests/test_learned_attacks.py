@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from safecompress.attacks import learned
-from safecompress.features import last_layer_gradient, output_layer, penultimate_features
-from safecompress.metrics import balanced_accuracy, roc_auc
-from safecompress.models import build_model
+from safecompress.privacy.attacks import learned
+from safecompress.privacy.features import output_layer, output_residual, penultimate_features
+from safecompress.privacy.metrics import balanced_accuracy, roc_auc
+from safecompress.training.models import build_model
 
 N_CLASSES, N_FEATURES = 4, 16
 
@@ -60,7 +60,7 @@ def test_outer_product_of_features_is_the_per_sample_last_layer_gradient(spec, s
         ]
     )
     with torch.no_grad():
-        formula = last_layer_gradient(model(x), y, features)
+        formula = output_residual(model(x), y).unsqueeze(2) * features.unsqueeze(1)
     torch.testing.assert_close(formula, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -106,7 +106,7 @@ def test_gradient_conv_from_factors_equals_the_conv_of_the_gradient():
     conv = nn.Conv2d(1, 1, kernel_size=5, padding=2)
     logits, labels, features = torch.randn(3, 7), torch.randint(0, 7, (3,)), torch.rand(3, 12)
     residual = torch.softmax(logits, 1) - F.one_hot(labels, 7)
-    expected = conv(last_layer_gradient(logits, labels, features).unsqueeze(1))
+    expected = conv((residual.unsqueeze(2) * features.unsqueeze(1)).unsqueeze(1))
     torch.testing.assert_close(learned.conv_of_outer_product(conv, residual, features), expected)
 
 

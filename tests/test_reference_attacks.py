@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from safecompress import intervals, metrics
-from safecompress.attacks import reference
-from safecompress.attacks import scores as signal_scores
+from safecompress.privacy import bootstrap, metrics
+from safecompress.privacy.attacks import reference
+from safecompress.privacy.attacks import scores as signal_scores
 
 
 def log_normal_cdf(x):
@@ -227,7 +227,7 @@ def test_reference_attacks_beat_the_loss_attack_at_low_fpr(memorising):
 def test_memorising_target_lira_auc_interval_excludes_chance(memorising):
     is_member, scores = memorising
     lira = scores["lira"]
-    result = intervals.metric_intervals(is_member, lira, lira >= np.median(lira), 1000, seed=0)
+    result = bootstrap.metric_intervals(is_member, lira, lira >= np.median(lira), 1000, seed=0)
     assert result["auc_ci_low"] > 0.5
 
 
@@ -240,5 +240,5 @@ def test_null_case_every_auc_interval_contains_chance(memorising):
     for attack, attack_scores in scores.items():
         null_scores = attack_scores[unseen]
         predicted = null_scores >= np.median(null_scores)
-        result = intervals.metric_intervals(fake_member, null_scores, predicted, 1000, seed=0)
+        result = bootstrap.metric_intervals(fake_member, null_scores, predicted, 1000, seed=0)
         assert result["auc_ci_low"] <= 0.5 <= result["auc_ci_high"], attack

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from safecompress.checkpoint import Checkpoint
+from safecompress.training.checkpoint import Checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from safecompress.models import build_model, load_model, save_model
-from safecompress.sparse import (
+from safecompress.config.specs import Strategy
+from safecompress.sparse.engine import (
     MASK_BUFFER,
     SparseEngine,
     UpdateContext,
@@ -19,7 +19,7 @@ from safecompress.sparse import (
     scheduled_prune_fraction,
     top_k_mask,
 )
-from safecompress.specs import Strategy
+from safecompress.training.models import build_model, load_model, save_model
 
 SHAPES = {"a": (256, 64), "b": (128, 256), "c": (10, 128)}
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from helpers import SHORT_TRAINING
-from safecompress import loop
-from safecompress.batches import TrainBatches
-from safecompress.loop import fit, seed_everything
-from safecompress.models import build_model
-from safecompress.splits import Samples
+from safecompress.data.batches import TrainBatches
+from safecompress.data.splits import Samples
+from safecompress.training import loop
+from safecompress.training.loop import fit, seed_everything
+from safecompress.training.models import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = sorted(
@@ -128,7 +128,7 @@ def test_long_epochs_log_progress_at_a_bounded_rate(caplog, monkeypatch):
     clock = iter([0.0, 10.0, 20.0, 70.0, 80.0, 140.0])
     monkeypatch.setattr(loop.time, "monotonic", lambda: next(clock))
     progress = loop.Progress(epoch=3, epochs=200, steps=100, every=60.0)
-    with caplog.at_level(logging.INFO, logger="safecompress.loop"):
+    with caplog.at_level(logging.INFO, logger="safecompress.training.loop"):
         for done in (10, 20, 70, 80, 140):
             progress.update(done, samples=done * 128)
     lines = [record.getMessage() for record in caplog.records]

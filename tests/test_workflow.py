@@ -12,7 +12,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from helpers import REPO, TINY, snakemake_command, workflow_env
-from safecompress.splits import check_split
+from safecompress.data.splits import check_split
 
 ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
 

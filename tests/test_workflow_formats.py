@@ -12,8 +12,8 @@ import pytest
 import safetensors
 import yaml
 
-from safecompress.config import ConfigError, check_config
-from safecompress.pools import DEBIAN_FASHION_MNIST
+from safecompress.config.settings import ConfigError, check_config
+from safecompress.data.sources import DEBIAN_FASHION_MNIST
 from test_workflow import REPO, snakemake
 
 FORMATS = REPO / ".test" / "config" / "formats.yaml"

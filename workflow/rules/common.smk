@@ -13,8 +13,9 @@ PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
 # (Set here, not required from the user, so no `envvars:` assertion applies.)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
-from safecompress import specs
-from safecompress.config import ConfigError, check_config, for_dataset
+from safecompress.config import specs
+from safecompress.config.methods import METHOD_SECTIONS, REGISTRY
+from safecompress.config.settings import ConfigError, check_config, for_dataset
 
 try:
     check_config(config)
@@ -79,7 +80,7 @@ ABLATION = "ablation/"
 def ablation_variants():
     """One variant per swept value: lambda_<x>, n_<N>, set_<name>, setting_<name>; none
     without safecompress. Each variant's sections are checked here, before any work."""
-    from safecompress.config import check_section
+    from safecompress.config.settings import check_section
 
     if "safecompress" not in METHODS:
         return []
@@ -144,11 +145,7 @@ def compressor(method):
 
 def variant_sections(variant):
     """The method sections (`sparse`, `safecompress`, ...) as an ablation variant changes them."""
-    sections = {
-        name: dict(config[name])
-        for spec in specs.METHOD_SPECS.values()
-        for name in spec
-    }
+    sections = {name: dict(config[name]) for name in METHOD_SECTIONS}
     section = sections["safecompress"]
     sweep, _, value = variant.partition("_")
     if sweep == "lambda":
@@ -164,20 +161,20 @@ def variant_sections(variant):
 
 
 def method_sections(method):
-    """`--sparse` / `--safecompress` arguments: only the keys this method reads (see
-    safecompress.specs), the sections changed as an ablation variant says.
+    """`--sparse` / `--safecompress` arguments: only the keys this method reads (its record in
+    safecompress.config.methods), the sections changed as an ablation variant says.
     """
     name, variant = compressor(method)
     given = variant_sections(variant)
     return " ".join(
         f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
-        for key, spec in specs.METHOD_SPECS[name].items()
+        for key, spec in REGISTRY[name].sections.items()
     )
 
 
 def dense_model_if_pruned(wildcards):
-    """The trained dense model, for the methods that start from it (specs.FROM_DENSE)."""
-    if compressor(wildcards.method)[0] not in specs.FROM_DENSE:
+    """The trained dense model, for the methods that start from it (`from_dense`)."""
+    if not REGISTRY[compressor(wildcards.method)[0]].from_dense:
         return []
     return results(
         f"{wildcards.dataset}/dense/density1.0/seed{wildcards.seed}/model.safetensors"

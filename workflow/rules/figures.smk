@@ -1,4 +1,4 @@
-# Figures: each a PNG for reading and a PDF for papers, one style (safecompress.plots, steps.figures).
+# Figures: each a PNG for reading and a PDF for papers, one style (safecompress.reporting.figures, steps.figures).
 # Summary figures read the paper table: means with 95 % intervals (t over seeds, or one model's
 # bootstrap interval).
 

@@ -19,6 +19,7 @@ its 95 % bootstrap interval).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,20 +27,78 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .. import attacks, specs
-from ..attacks.learned import load_adversary
-from ..attacks.scores import confidence, softmax
-from ..devices import pick_device, predict_logits, to_device
-from ..intervals import accuracy_interval, attack_report
-from ..io import write_csv
-from ..models import load_model
-from ..signals import feature_matrix, logits_of, read_shadows, signal_table
-from ..sparse import measured_density
-from ..splits import Data, load_data, set_indices
-from . import cli
+from safecompress.config import specs
+from safecompress.data.splits import load_data, set_indices
+from safecompress.io import write_csv
+from safecompress.privacy import attacks
+from safecompress.privacy.attacks.learned import load_adversary
+from safecompress.privacy.bootstrap import accuracy_interval, attack_report
+from safecompress.privacy.signals import (
+    POPULATION,
+    feature_matrix,
+    logits_of,
+    population,
+    population_indices,
+    read_shadows,
+    signal_table,
+)
+from safecompress.sparse.engine import measured_density
+from safecompress.steps import cli
+from safecompress.training.devices import pick_device, to_device
+from safecompress.training.models import load_model
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    evaluation = specs.read(specs.EvaluationSpec, "evaluation", cli.section(args, "evaluation"))
+    entry = cli.data_entry(args, args.dataset)
+
+    model, meta = load_model(args.model)
+    to_device(model, pick_device())
+    data = load_data(entry, args.split)
+    needs_features = "whitebox" in evaluation.attacks
+    shadow_signals, shadow_features, queries = read_shadows(args.shadows, needs_features)
+    # every signal of the target, once: the evaluated samples and RMIA's population
+    computed = signal_table(
+        model,
+        data,
+        {
+            "member": set_indices(data.split, "target_train"),
+            "non-member": set_indices(data.split, "target_out"),
+            POPULATION: population_indices(shadow_signals),
+        },
+    )
+    signals = computed[computed["set"] != POPULATION].reset_index(drop=True)
+    inputs = attacks.AttackInputs(
+        target=attacks.read_signals(
+            signals,
+            "target",
+            feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
+        ),
+        shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
+        references=np.stack([_aligned(logits, signals) for logits in queries]),
+        population=population(computed[computed["set"] == POPULATION], shadow_signals),
+        adversaries=dict(load_adversary(path) for path in args.adversaries),
+    )
+    results = attacks.run_attacks(inputs, evaluation.attacks, args.seed)
+
+    scores = signals[["index", "set", "label"]].copy()
+    for attack, (score, predicted) in results.items():
+        scores[f"score_{attack}"] = score
+        scores[f"pred_{attack}"] = predicted.astype(int)
+    paths = {name: args.out_dir / f"{name}.csv" for name in ("signals", "scores")}
+    table = _attack_table(args, meta, model, inputs.target, signals, results, evaluation)
+    table = table.assign(**{f"{name}_path": str(path) for name, path in paths.items()})
+    table = table.assign(
+        **{key: meta[key] for key in ("config_hash", "code_version", "device")},
+    )
+    write_csv(signals, paths["signals"])
+    write_csv(scores, paths["scores"])
+    write_csv(table, args.out_dir / "attacks.csv")
+    print(table[["method", "density", "attack", "task_acc", "auc", "tpr_at_1pct_fpr"]].to_string())
+
+
+def _parser() -> argparse.ArgumentParser:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
     p.add_argument("--split", required=True, help="split table written by steps.split")
@@ -56,44 +115,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the attackers and the bootstrap")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "evaluation")
-    args = p.parse_args(argv)
-    evaluation = specs.read(specs.EvaluationSpec, "evaluation", cli.section(args, "evaluation"))
-    entry = cli.data_entry(args, args.dataset)
+    return p
 
-    model, meta = load_model(args.model)
-    to_device(model, pick_device())
-    data = load_data(entry, args.split)
-    evaluated = {
-        "member": set_indices(data.split, "target_train"),
-        "non-member": set_indices(data.split, "target_out"),
-    }
-    signals = signal_table(model, data, evaluated)
-    needs_features = "whitebox" in evaluation.attacks
-    shadow_signals, shadow_features, queries = read_shadows(args.shadows, needs_features)
-    inputs = attacks.AttackInputs(
-        target=attacks.read_signals(
-            signals,
-            "target",
-            feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
-        ),
-        shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
-        references=np.stack([_aligned(logits, signals) for logits in queries]),
-        population=_population(model, data, shadow_signals),
-        adversaries=dict(load_adversary(path) for path in args.adversaries),
-    )
-    results = attacks.run_attacks(inputs, evaluation.attacks, args.seed)
 
-    is_member = inputs.target.is_member
-    held_out = ~is_member
-    correct = logits_of(signals)[held_out].argmax(1) == inputs.target.labels[held_out]
-    scores = signals[["index", "set", "label"]].copy()
-    rows = []
-    for attack, (score, predicted) in results.items():
-        scores[f"score_{attack}"] = score
-        scores[f"pred_{attack}"] = predicted.astype(int)
-        report = attack_report(is_member, score, predicted, evaluation.bootstrap, args.seed)
-        rows.append({"attack": attack, **report})
-    signals_path, scores_path = args.out_dir / "signals.csv", args.out_dir / "scores.csv"
+def _attack_table(
+    args: argparse.Namespace,
+    meta: dict,
+    model: nn.Module,
+    target: attacks.Signals,
+    signals: pd.DataFrame,
+    results: dict[str, attacks.Result],
+    evaluation: specs.EvaluationSpec,
+) -> pd.DataFrame:
+    """One row per attack: the model, its task accuracy on the non-members and the attack's
+    metrics, each with its 95 % interval."""
+    is_member, held_out = target.is_member, ~target.is_member
+    correct = logits_of(signals)[held_out].argmax(1) == target.labels[held_out]
     description = pd.DataFrame(
         [
             {
@@ -111,17 +148,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         ]
     )
-    table = description.merge(pd.DataFrame(rows), how="cross").assign(
-        signals_path=str(signals_path),
-        scores_path=str(scores_path),
-        config_hash=meta["config_hash"],
-        code_version=meta["code_version"],
-        device=meta["device"],
-    )
-    write_csv(signals, signals_path)
-    write_csv(scores, scores_path)
-    write_csv(table, args.out_dir / "attacks.csv")
-    print(table[["method", "density", "attack", "task_acc", "auc", "tpr_at_1pct_fpr"]].to_string())
+    rows = [
+        {
+            "attack": attack,
+            **attack_report(is_member, score, predicted, evaluation.bootstrap, args.seed),
+        }
+        for attack, (score, predicted) in results.items()
+    ]
+    return description.merge(pd.DataFrame(rows), how="cross")
 
 
 def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
@@ -131,19 +165,6 @@ def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
     if len(missing):
         raise ValueError(f"queries.csv lacks {len(missing)} evaluated samples; rerun the shadows")
     return logits_of(by_index.loc[signals["index"]])
-
-
-def _population(model: nn.Module, data: Data, shadow: pd.DataFrame) -> attacks.Population:
-    """RMIA's population: every sample of the attacker's pool that some shadow model did not
-    train on, with the mean true-class probability of those shadow models (OUT references)."""
-    out = shadow[shadow["set"] == "non-member"]
-    labels = out["label"].to_numpy()
-    probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])
-    reference = probability.groupby(level=0).mean()
-    indices = reference.index.to_numpy()
-    samples = data.take(indices)
-    logits = predict_logits(model, samples.x, autocast=False).double().numpy()
-    return attacks.Population(logits, samples.y.numpy(), reference.to_numpy())
 
 
 if __name__ == "__main__":

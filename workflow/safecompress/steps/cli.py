@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, check_config, check_section, for_dataset, load_yaml
+from safecompress.config.settings import (
+    ConfigError,
+    check_config,
+    check_section,
+    for_dataset,
+    load_yaml,
+)
 
 DEFAULT_CONFIG = "config/config.yaml"
 

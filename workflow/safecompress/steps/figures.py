@@ -37,10 +37,10 @@ import pandas as pd
 import safetensors
 from matplotlib.figure import Figure
 
-from .. import plots
-from ..io import read_csv
-from . import cli
-from .summarize import SUMMARY_COLUMNS, seed_statistics
+from safecompress.io import read_csv
+from safecompress.reporting import figures
+from safecompress.steps import cli
+from safecompress.steps.summarize import SUMMARY_COLUMNS, seed_statistics
 
 LAYER_DENSITY_KEYS = ("layer_density_start", "layer_density_end")
 
@@ -124,27 +124,27 @@ def layer_table(path: Path, label: str) -> pd.DataFrame:
 
 
 def draw_accuracy(args: argparse.Namespace) -> Figure:
-    return _from_table(args.paper_table, plots.accuracy_vs_density)
+    return _from_table(args.paper_table, figures.accuracy_vs_density)
 
 
 def draw_attack(args: argparse.Namespace) -> Figure:
-    return _from_table(args.paper_table, plots.attack_vs_density, args.metric)
+    return _from_table(args.paper_table, figures.attack_vs_density, args.metric)
 
 
 def draw_tradeoff(args: argparse.Namespace) -> Figure:
     variants = None
     if args.ablation is not None:  # the ablation's per-seed rows, as the paper table has them
         variants = seed_statistics(read_csv(args.ablation, required=SUMMARY_COLUMNS))
-    return _from_table(args.paper_table, plots.tradeoff, args.attack, variants)
+    return _from_table(args.paper_table, figures.tradeoff, args.attack, variants)
 
 
 def draw_training(args: argparse.Namespace) -> Figure:
     _require_one_per_file(history=args.history, label=args.label)
     histories = [
-        read_csv(path, plots.HISTORY_COLUMNS).assign(model=label)
+        read_csv(path, figures.HISTORY_COLUMNS).assign(model=label)
         for path, label in zip(args.history, args.label, strict=True)
     ]
-    return plots.training_curves(pd.concat(histories, ignore_index=True))
+    return figures.training_curves(pd.concat(histories, ignore_index=True))
 
 
 def draw_roc(args: argparse.Namespace) -> Figure:
@@ -153,7 +153,7 @@ def draw_roc(args: argparse.Namespace) -> Figure:
         _read_scores(path, args.attack).assign(method=method, density=density)
         for path, method, density in zip(args.scores, args.method, args.density, strict=True)
     ]
-    return plots.roc_curves(
+    return figures.roc_curves(
         pd.concat(tables, ignore_index=True), args.attack, args.bootstrap, args.seed
     )
 
@@ -161,23 +161,23 @@ def draw_roc(args: argparse.Namespace) -> Figure:
 def draw_layer_density(args: argparse.Namespace) -> Figure:
     _require_one_per_file(models=args.models, label=args.label)
     tables = [layer_table(path, label) for path, label in zip(args.models, args.label, strict=True)]
-    return plots.layer_density(pd.concat(tables, ignore_index=True))
+    return figures.layer_density(pd.concat(tables, ignore_index=True))
 
 
 def draw_ablation(args: argparse.Namespace) -> Figure:
-    return _from_table(args.table, plots.ablation, args.attack)
+    return _from_table(args.table, figures.ablation, args.attack)
 
 
 def draw_candidates(args: argparse.Namespace) -> Figure:
-    return plots.candidate_trajectory(read_csv(args.updates))
+    return figures.candidate_trajectory(read_csv(args.updates))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__spec__.name, __doc__)
-    figures = p.add_subparsers(title="figures", dest="figure", required=True, metavar="FIGURE")
+    subparsers = p.add_subparsers(title="figures", dest="figure", required=True, metavar="FIGURE")
 
     def figure(name: str, draw: Callable[[argparse.Namespace], Figure], summary: str):
-        sub = figures.add_parser(
+        sub = subparsers.add_parser(
             name, help=summary, description=summary, formatter_class=p.formatter_class
         )
         sub.set_defaults(draw=draw)
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack = figure("attack", draw_attack, "attack metric vs density, per data set and attack")
     paper_table(attack)
     attack.add_argument(
-        "--metric", default="auc", choices=list(plots.METRIC_LABEL), help="attack metric to plot"
+        "--metric", default="auc", choices=list(figures.METRIC_LABEL), help="attack metric to plot"
     )
 
     tradeoff = figure(
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatters
-    plots.save_figure(args.draw(args), args.out)
+    figures.save_figure(args.draw(args), args.out)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import attacks
-from ..attacks.learned import save_adversary
-from ..signals import read_shadows
-from . import cli
+from safecompress.privacy import attacks
+from safecompress.privacy.attacks.learned import save_adversary
+from safecompress.privacy.signals import read_shadows
+from safecompress.steps import cli
 
 
 def main(argv: Sequence[str] | None = None) -> None:

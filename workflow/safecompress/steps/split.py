@@ -2,17 +2,17 @@
 
     python -m safecompress.steps.split --dataset digits --out results/digits/split.csv
 
-The sets and what each is for: `safecompress.splits`.
+The sets and what each is for: `safecompress.data.splits`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..io import write_csv
-from ..pools import load_pool
-from ..splits import make_split
-from . import cli
+from safecompress.data.sources import load_pool
+from safecompress.data.splits import make_split
+from safecompress.io import write_csv
+from safecompress.steps import cli
 
 
 def main(argv: Sequence[str] | None = None) -> None:

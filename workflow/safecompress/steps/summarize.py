@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..comparisons import ScoredModel, paired_rows
-from ..config import STRONGEST_ATTACK
-from ..intervals import seed_t_interval
-from ..io import atomic_path, read_csv, write_csv
-from ..metrics import ATTACK_METRICS
-from ..signals import logits_of
-from ..specs import METHODS
-from . import cli
+from safecompress.config.methods import METHODS
+from safecompress.config.settings import STRONGEST_ATTACK
+from safecompress.io import atomic_path, read_csv, write_csv
+from safecompress.privacy.bootstrap import seed_t_interval
+from safecompress.privacy.metrics import ATTACK_METRICS
+from safecompress.privacy.paired import ScoredModel, paired_rows
+from safecompress.privacy.signals import logits_of
+from safecompress.steps import cli
 
 KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
 MODEL = KEY[:-1]

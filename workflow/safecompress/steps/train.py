@@ -16,18 +16,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import specs
-from ..batches import TrainBatches
-from ..checkpoint import Checkpoint
-from ..config import check_section
-from ..devices import pick_device, to_device
-from ..io import config_hash, write_csv, write_features
-from ..loop import fit, seed_everything
-from ..models import build_model, save_model
-from ..provenance import code_revision, provenance
-from ..signals import feature_matrix, signal_table
-from ..splits import MEMBER_SETS, load_data, set_indices, shadow_partition
-from . import cli
+from safecompress.config import specs
+from safecompress.config.settings import check_section
+from safecompress.data.batches import TrainBatches
+from safecompress.data.splits import MEMBER_SETS, load_data, set_indices, shadow_partition
+from safecompress.io import config_hash, write_csv, write_features
+from safecompress.privacy.signals import feature_matrix, signal_table
+from safecompress.steps import cli
+from safecompress.training.checkpoint import Checkpoint
+from safecompress.training.devices import pick_device, to_device
+from safecompress.training.loop import fit, seed_everything
+from safecompress.training.models import build_model, save_model
+from safecompress.training.provenance import code_revision, provenance
 
 SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart from targets
 

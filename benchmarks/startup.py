@@ -1,0 +1,158 @@
+"""Start-up cost of each pipeline step: what a job pays before it does any work.
+
+    python benchmarks/startup.py [--runs 7] [--steps train attack ...] [--importtime]
+
+For each step, the wall time of `python -m safecompress.steps.<step> --help` (imports and
+argument parsing, no work) against `python -c "import torch"`, each the median of --runs fresh
+processes, run interleaved (one of each per round, after one discarded warm-up round) so that
+a slow moment of the machine hits all of them alike. The excess over torch is what the step
+imports beyond torch. For the steps that train (train, compress, fit_attackers) it also times
+building the first optimizer after importing the step: torch.optim imports torch._dynamo the
+first time an optimizer is built or stepped (its methods are wrapped in
+torch._disable_dynamo, which imports torch._dynamo on the first call).
+
+--importtime adds, per step, the packages it imports beyond `import torch` and their own
+import time, from `python -X importtime` (one run; its times are inflated by the tracing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = ("split", "train", "fit_attackers", "compress", "attack", "summarize", "figures")
+# Steps that build an optimizer, and the one they build first.
+TRAINING = {"train": "SGD", "compress": "SGD", "fit_attackers": "Adam"}
+TORCH = ("-c", "import torch")
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+# In a fresh process: import the step (as its job would), then build its first optimizer.
+OPTIMIZER = """
+import importlib, sys, time
+import torch
+importlib.import_module("safecompress.steps.{step}")
+already = "torch._dynamo" in sys.modules
+start = time.perf_counter()
+torch.optim.{optimizer}([torch.zeros(4, requires_grad=True)], lr=0.1)
+print(time.perf_counter() - start, int(already))
+"""
+
+
+def step_command(step: str) -> tuple[str, ...]:
+    return ("-m", f"safecompress.steps.{step}", "--help")
+
+
+def wall(args: tuple[str, ...]) -> float:
+    """Seconds one fresh `python <args>` takes, output discarded."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, *args], cwd=REPO, check=True, stdout=subprocess.DEVNULL, env=ENV
+    )
+    return time.perf_counter() - start
+
+
+def optimizer_cost(step: str) -> tuple[float, bool]:
+    """Seconds to build the step's first optimizer, and whether the step already had dynamo."""
+    code = OPTIMIZER.format(step=step, optimizer=TRAINING[step])
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True, env=ENV
+    ).stdout.split()
+    return float(out[0]), out[1] == "1"
+
+
+def imported(args: tuple[str, ...]) -> dict[str, int]:
+    """Module -> its own import time (us) under `python -X importtime <args>`."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    times = {}
+    for line in done.stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|(\s*)(\S+)", line)
+        if match:
+            times[match[3]] = int(match[1])
+    return times
+
+
+def beyond_torch(step: str, torch_modules: set[str], top: int) -> str:
+    """The packages the step imports beyond torch, largest own import time first."""
+    per_package: dict[str, int] = defaultdict(int)
+    for module, us in imported(step_command(step)).items():
+        if module not in torch_modules:
+            package = module.split(".")[0]
+            if package == "safecompress":
+                package = ".".join(module.split(".")[:3])
+            per_package[package] += us
+    ranked = sorted(per_package.items(), key=lambda item: -item[1])
+    total = sum(per_package.values()) / 1e6
+    shown = ", ".join(f"{name} {us / 1e6:.2f}" for name, us in ranked[:top])
+    return f"{step:<14} {total:5.2f} s beyond torch: {shown}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each command")
+    parser.add_argument(
+        "--steps", nargs="+", choices=STEPS, default=STEPS, metavar="STEP", help="steps to time"
+    )
+    parser.add_argument(
+        "--importtime",
+        action="store_true",
+        help="also list what each step imports beyond torch (python -X importtime)",
+    )
+    parser.add_argument(
+        "--top", type=int, default=8, help="packages to list per step with --importtime"
+    )
+    args = parser.parse_args()
+
+    commands = {"import torch": TORCH} | {step: step_command(step) for step in args.steps}
+    times: dict[str, list[float]] = defaultdict(list)
+    for round_ in range(args.runs + 1):  # round 0 warms the file cache and writes .pyc files
+        for name, command in commands.items():
+            seconds = wall(command)
+            if round_:
+                times[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    optimizer = {
+        step: [optimizer_cost(step) for _ in range(args.runs)]
+        for step in args.steps
+        if step in TRAINING
+    }
+
+    torch_s = median["import torch"]
+    print(f"python {sys.version.split()[0]}, cpu cores: {os.cpu_count()}, median of {args.runs}")
+    print(f"{'command':<14} {'wall (s)':>9} {'over torch (s)':>15} {'first optimizer (s)':>20}")
+    print(f"{'import torch':<14} {torch_s:9.2f} {'':>15} {'':>20}")
+    for step in args.steps:
+        first = ""
+        if step in optimizer:
+            seconds = statistics.median(cost for cost, _ in optimizer[step])
+            had = any(already for _, already in optimizer[step])
+            first = f"{seconds:.2f}" + (" (dynamo already in)" if had else "")
+        print(f"{step:<14} {median[step]:9.2f} {median[step] - torch_s:15.2f} {first:>20}")
+
+    if args.importtime:
+        print("\nown import time (s, under -X importtime) of what each step imports beyond torch:")
+        torch_modules = set(imported(TORCH))
+        for step in args.steps:
+            print(beyond_torch(step, torch_modules, args.top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""SafeCompress: dynamic sparse training where, at every mask update, N candidate masks are
+made, trained beside each other on the loop's batches and safety-tested (a simulated
+membership inference attack on the defender's own data) by successive halving; the best
+`val_acc - lambda * leakage` is kept (`updates.SafeCompressUpdate`). With `adversarial`, the
+model also trains against the simulated attackers: the TSE extension."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from safecompress.compression.adversarial import regularizer_for
+from safecompress.compression.dst import sparse_start, train_sparse
+from safecompress.compression.job import Compressed, Job
+from safecompress.compression.safety import SafetyTest
+from safecompress.compression.updates import SafeCompressUpdate, Schedule
+from safecompress.config.specs import AdversarialSpec, SafeCompressSpec, ScheduleSpec
+from safecompress.data.batches import SharedBatches
+from safecompress.data.splits import Data, Samples, set_indices
+from safecompress.training.loop import make_optimizer
+
+
+def safecompress(
+    job: Job,
+    sparse: ScheduleSpec,
+    safecompress: SafeCompressSpec,
+    adversarial: AdversarialSpec | None = None,
+) -> Compressed:
+    """Dynamic sparse training with safety-test-driven candidate selection (with adversarial
+    training, if given)."""
+    train = SharedBatches(job.members(), job.train, job.device)
+    model, engine, start = sparse_start(job, sparse)
+    optimizer, scheduler = make_optimizer(model, job.train)
+    probes = job.generator("probes")
+    safety = SafetyTest(
+        score=safecompress.safety_score,
+        members=_probe(job.data, "known_members", safecompress.probe_size, probes),
+        nonmembers=_probe(job.data, "reference", safecompress.probe_size, probes),
+    )
+    total_steps = job.train.epochs * train.steps_per_epoch
+    update = SafeCompressUpdate(
+        model,
+        engine,
+        optimizer,
+        Schedule.of(sparse, total_steps),
+        list(safecompress.strategies),
+        safecompress.lookahead,
+        safety,
+        safecompress.safety_weight,
+        train,
+        total_steps,
+        {name: job.generator(name) for name in ("updates", "selection")},
+    )
+    if adversarial is not None:
+        # candidates train under the same term as the loop's model
+        update.penalties = (regularizer_for(job, adversarial, model, train.steps_per_epoch),)
+    history = train_sparse(
+        job, model, engine, train, (optimizer, scheduler), [update, *update.penalties]
+    )
+    return Compressed(model, history, start, update.table())
+
+
+def _probe(data: Data, name: str, size: int | str, generator: torch.Generator) -> Samples:
+    """The samples of one set for the safety test: all (`size` "all"), or a seeded random
+    subset of at most `size`."""
+    indices = set_indices(data.split, name)
+    if size != "all":
+        indices = np.sort(indices[torch.randperm(len(indices), generator=generator)[:size].numpy()])
+    return data.take(indices)

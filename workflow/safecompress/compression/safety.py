@@ -1,0 +1,151 @@
+"""The safety test: the defender's simulated membership inference attack on a candidate model,
+with its own known members and non-members (never the evaluation sets).
+
+Selection among candidates can only follow differences the test resolves. So the test is a
+continuous, threshold-free leakage score over all the defender's own data (its known members,
+its held-out `reference` set), with a standard error, and a paired standard error for the
+difference between two candidates scored on the same samples (far smaller than either's own:
+candidates share most of their errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from safecompress.data.splits import Samples
+from safecompress.privacy.attacks.scores import cross_entropy
+from safecompress.training.devices import forward, predict_logits
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """A leakage estimate that varies, to first order, as `scale` x (the mean of
+    `member_terms` over the members + the mean of `nonmember_terms` over the non-members):
+    its influence terms, which give its standard error and the paired standard error of its
+    difference to another candidate's estimate on the same samples."""
+
+    value: float
+    member_terms: np.ndarray
+    nonmember_terms: np.ndarray
+    scale: float
+
+    @property
+    def se(self) -> float:
+        return self.diff_se(None)
+
+    def diff_se(self, other: Leakage | None) -> float:
+        """Standard error of `self.value - other.value` on the same samples (of the value
+        alone without `other`)."""
+        members, nonmembers = self.member_terms, self.nonmember_terms
+        if other is not None:
+            members, nonmembers = members - other.member_terms, nonmembers - other.nonmember_terms
+        variance = members.var(ddof=1) / len(members) + nonmembers.var(ddof=1) / len(nonmembers)
+        return float(self.scale * np.sqrt(variance))
+
+
+def _placements(values: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each of `values`, the share of `others` above it, ties counting half."""
+    others = np.sort(others)
+    below_or_equal = np.searchsorted(others, values, side="right")
+    equal = below_or_equal - np.searchsorted(others, values, side="left")
+    return (len(others) - below_or_equal + 0.5 * equal) / len(others)
+
+
+def loss_auc(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> Leakage:
+    """2 x AUC - 1 of the loss attack (a lower loss flags a member): 0 for no leakage, 1 when
+    every member's loss is below every non-member's. Standard error by DeLong's placement
+    values (the AUC is the mean of either group's placements)."""
+    member_placement = _placements(member_loss, nonmember_loss)  # non-members' loss higher
+    nonmember_placement = 1.0 - _placements(nonmember_loss, member_loss)  # members' lower
+    auc = member_placement.mean()
+    return Leakage(float(2.0 * auc - 1.0), member_placement, nonmember_placement, 2.0)
+
+
+def loss_gap(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> Leakage:
+    """Mean non-member loss minus mean member loss (nats): the generalisation gap the loss
+    attack exploits, sensitive to how far apart the losses are, not only to their order."""
+    gap = nonmember_loss.mean() - member_loss.mean()
+    return Leakage(float(gap), -member_loss, nonmember_loss, 1.0)
+
+
+def best_threshold_advantage(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
+    """TPR - FPR of the best loss threshold (a member when its loss is at most t), fitted on
+    these samples: the old safety test's score, logged for comparison, not selected on. It
+    moves in steps of 1/len(members) and saturates, which is why it is not the score."""
+    thresholds = np.unique(np.r_[member_loss, nonmember_loss])
+    tpr = np.searchsorted(np.sort(member_loss), thresholds, side="right") / len(member_loss)
+    fpr = np.searchsorted(np.sort(nonmember_loss), thresholds, side="right") / len(nonmember_loss)
+    return float(max(0.0, (tpr - fpr).max()))
+
+
+# Leakage scores of the safety test (config key safecompress.safety_score).
+SAFETY_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], Leakage]] = {
+    "loss_auc": loss_auc,
+    "loss_gap": loss_gap,
+}
+
+
+def loss_gradients(
+    model: nn.Module, samples: Samples, weights: dict[str, torch.Tensor], chunk: int = 1024
+) -> dict[str, torch.Tensor]:
+    """Gradient of the mean loss on `samples` with respect to each of `weights`, in evaluation
+    mode (normalisation statistics untouched) and without touching any `.grad`."""
+    model.eval()
+    device = next(model.parameters()).device
+    totals = {name: torch.zeros_like(weight) for name, weight in weights.items()}
+    for x, y in zip(samples.x.split(chunk), samples.y.split(chunk), strict=True):
+        loss = F.cross_entropy(forward(model, x.to(device)), y.to(device), reduction="sum")
+        for total, grad in zip(
+            totals.values(), torch.autograd.grad(loss, list(weights.values())), strict=True
+        ):
+            total += grad
+    return {name: total / len(samples) for name, total in totals.items()}
+
+
+@dataclass
+class SafetyTest:
+    """The defender's simulated attack on its own known members and non-members, never the
+    evaluation sets. Task accuracy is read from the same non-member logits (held-out data
+    all the same), so the test costs one forward pass over the defender's data."""
+
+    score: str
+    members: Samples
+    nonmembers: Samples
+
+    def __post_init__(self) -> None:
+        if self.score not in SAFETY_SCORES:
+            raise ValueError(f"unknown safety score {self.score!r}; use one of {SAFETY_SCORES}")
+        # one forward pass over both sets per test
+        self._x = torch.cat([self.members.x, self.nonmembers.x])
+        self._y = torch.cat([self.members.y, self.nonmembers.y]).numpy()
+
+    def run(self, model: nn.Module) -> tuple[dict[str, float], Leakage]:
+        """Accuracy on the held-out data, the leakage score with its standard error, and the
+        loss attack's AUC and best-threshold advantage (for the log)."""
+        logits = predict_logits(model, self._x).double().numpy()
+        loss = cross_entropy(logits, self._y)
+        m = len(self.members)
+        member_loss, nonmember_loss = loss[:m], loss[m:]
+        leakage = SAFETY_SCORES[self.score](member_loss, nonmember_loss)
+        auc = leakage if self.score == "loss_auc" else loss_auc(member_loss, nonmember_loss)
+        return {
+            "val_acc": float((logits[m:].argmax(1) == self._y[m:]).mean()),
+            "auc": (auc.value + 1.0) / 2.0,
+            "advantage": best_threshold_advantage(member_loss, nonmember_loss),
+            "leakage": leakage.value,
+            "leakage_se": leakage.se,
+        }, leakage
+
+    def gradients(
+        self, model: nn.Module, weights: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Loss gradients on the known members and on the held-out data (leakage criteria)."""
+        return loss_gradients(model, self.members, weights), loss_gradients(
+            model, self.nonmembers, weights
+        )

@@ -1,0 +1,141 @@
+"""Paired comparisons of methods on the same evaluated samples.
+
+Every target model of a data set is judged on the same members and non-members (one split),
+so two models at the same data set, density and seed can be compared sample by sample: the
+bootstrap resamples the samples once for both, and what the samples share cancels. Across
+seeds, the per-seed differences get a Student-t interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
+
+from safecompress.privacy.bootstrap import paired_differences, seed_t_interval
+
+# What the paired table compares besides task accuracy: the threshold-free attack metrics.
+PAIRED_METRICS = ("auc", "tpr_at_1pct_fpr")
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """One target model's per-sample results on the evaluated samples."""
+
+    dataset: str
+    method: str
+    variant: str
+    density: float
+    seed: int
+    index: np.ndarray  # pool index of each evaluated sample, in the order of the arrays below
+    is_member: np.ndarray
+    correct: np.ndarray  # task prediction correct, for every evaluated sample
+    scores: dict[str, np.ndarray]  # per attack
+
+
+def accuracy_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """(acc(a) - acc(b), low, high) of two models on the same test samples, with a paired
+    percentile-bootstrap 95 % interval."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"the two models were scored on {len(a)} and {len(b)} samples")
+    difference = float(a.mean() - b.mean())
+    if np.array_equal(a, b):
+        return difference, difference, difference
+    interval = scipy.stats.bootstrap(
+        (a - b,),
+        np.mean,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return difference, float(interval.low), float(interval.high)
+
+
+def paired_rows(
+    models: list[ScoredModel], baseline: str, n_resamples: int, seed: int = 0
+) -> list[dict]:
+    """Every model against the `baseline` method's model (its default variant) at the same
+    data set, density and seed: task accuracy (on the non-members) and each common attack's
+    PAIRED_METRICS, as differences with 95 % intervals; then the mean over seeds with a
+    t-interval."""
+    by_cell = {
+        (m.dataset, m.density, m.seed): m
+        for m in models
+        if m.method == baseline and m.variant == "default"
+    }
+    rows = []
+    for model in models:
+        reference = by_cell.get((model.dataset, model.density, model.seed))
+        if reference is None or model is reference:
+            continue
+        if not np.array_equal(model.index, reference.index):
+            raise ValueError(
+                f"{model.method} and {baseline} at density {model.density}, seed {model.seed} "
+                "were not scored on the same samples; rerun their attack jobs"
+            )
+        cell = {
+            "dataset": model.dataset,
+            "method": model.method,
+            "variant": model.variant,
+            "baseline": baseline,
+            "density": model.density,
+        }
+        test = ~model.is_member
+        comparisons = {
+            ("task", "task_acc"): accuracy_difference(
+                model.correct[test], reference.correct[test], n_resamples, seed
+            )
+        }
+        for attack in model.scores.keys() & reference.scores.keys():
+            differences = paired_differences(
+                model.is_member,
+                model.scores[attack],
+                reference.scores[attack],
+                PAIRED_METRICS,
+                n_resamples,
+                seed,
+            )
+            for metric, triple in differences.items():
+                comparisons[attack, metric] = triple
+        for (attack, metric), (difference, low, high) in comparisons.items():
+            rows.append(
+                {
+                    **cell,
+                    "scope": "seed",
+                    "seed": model.seed,
+                    "n_seeds": 1,
+                    "attack": attack,
+                    "metric": metric,
+                    "difference": difference,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
+    return rows + _over_seeds(rows)
+
+
+def _over_seeds(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    fields = ("dataset", "method", "variant", "baseline", "density", "attack", "metric")
+    for row in rows:
+        groups[tuple(row[f] for f in fields)].append(row["difference"])
+    summary = []
+    for key, differences in groups.items():
+        mean, low, high = seed_t_interval(np.array(differences))
+        summary.append(
+            {
+                **dict(zip(fields, key, strict=True)),
+                "scope": "seeds",
+                "seed": None,
+                "n_seeds": len(differences),
+                "difference": mean,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return summary

@@ -1,0 +1,98 @@
+"""Per-sample signals of a model: computed once, saved, and the only input of the attacks.
+
+Float32 on every device (no bf16 autocast on a GPU), so a signal does not depend on where
+the model ran: a bf16 logit has 8 bits of mantissa, coarser than the differences the
+low-FPR attacks read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from safecompress.data.splits import Data
+from safecompress.io import read_csv, read_features
+from safecompress.privacy.attacks import Population
+from safecompress.privacy.attacks.scores import confidence, cross_entropy, softmax
+from safecompress.privacy.features import penultimate_features
+from safecompress.training.devices import predict_logits
+
+SIGNAL_COLUMNS = ("index", "set", "label", "loss")
+# The `set` of the target's rows on RMIA's population (never saved: not evaluated samples).
+POPULATION = "population"
+
+
+def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`.
+    The loss is the one the `loss` attack scores (`attacks.scores.cross_entropy`)."""
+    parts = []
+    for name, indices in sets.items():
+        samples = data.take(indices)
+        logits = predict_logits(model, samples.x, autocast=False).double().numpy()
+        labels = samples.y.cpu().numpy()
+        part = pd.DataFrame(
+            {
+                "index": indices,
+                "set": name,
+                "label": labels,
+                "loss": cross_entropy(logits, labels),
+            }
+        )
+        logit_columns = pd.DataFrame(logits, columns=[f"logit_{c}" for c in range(logits.shape[1])])
+        parts.append(pd.concat([part, logit_columns], axis=1))
+    return pd.concat(parts, ignore_index=True)
+
+
+def feature_matrix(model: nn.Module, data: Data, indices: np.ndarray) -> np.ndarray:
+    """(n, d) float32: the input of the model's output layer for these pool samples."""
+    return penultimate_features(model, data.take(indices).x).numpy()
+
+
+def logits_of(signals: pd.DataFrame) -> np.ndarray:
+    """The logit columns of a signal table, in class order, as an (n, C) array."""
+    columns = [c for c in signals.columns if re.fullmatch(r"logit_\d+", c)]
+    columns.sort(key=lambda c: int(c.removeprefix("logit_")))
+    return signals[columns].to_numpy(dtype=np.float64)
+
+
+def read_shadows(
+    directories: Sequence[Path], features: bool
+) -> tuple[pd.DataFrame, np.ndarray | None, list[pd.DataFrame]]:
+    """What the shadow models saved (steps.train --role shadow): their signals on their own
+    pools, pooled; the features of those rows (if `features`); and each one's logits on the
+    samples the attacker asks about."""
+    signals, matrices, queries = [], [], []
+    for directory in directories:
+        frame = read_csv(
+            directory / "signals.csv", required=("shadow", *SIGNAL_COLUMNS), complete=True
+        )
+        signals.append(frame)
+        if features:
+            matrices.append(read_features(directory / "features.npy", len(frame)))
+        queries.append(
+            read_csv(directory / "queries.csv", required=("index", "label"), complete=True)
+        )
+    matrix = np.concatenate(matrices) if features else None
+    return pd.concat(signals, ignore_index=True), matrix, queries
+
+
+def population_indices(shadow: pd.DataFrame) -> np.ndarray:
+    """RMIA's population z: every sample of the attacker's pool that some shadow model did not
+    train on, in pool order."""
+    return np.unique(shadow.loc[shadow["set"] == "non-member", "index"].to_numpy())
+
+
+def population(target: pd.DataFrame, shadow: pd.DataFrame) -> Population:
+    """RMIA's population from signals: the target's rows on it (`population_indices`), and each
+    sample's mean true-class probability under the shadow models that did not train on it."""
+    out = shadow[shadow["set"] == "non-member"]
+    labels = out["label"].to_numpy()
+    probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])
+    reference = probability.groupby(level=0).mean()
+    rows = target.set_index("index").loc[reference.index]
+    return Population(logits_of(rows), rows["label"].to_numpy(), reference.to_numpy())

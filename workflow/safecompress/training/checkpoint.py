@@ -1,0 +1,51 @@
+"""Training checkpoints: written atomically every epoch, loaded without unpickling code.
+
+A checkpoint holds only tensors and plain Python values, so it is read with
+`torch.load(weights_only=True)`: a crafted pickle that would run code is refused. It carries a
+fingerprint of what produced it; one from another config or code version is not resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safecompress.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint:
+    """The resumable state of one training run, at `path`, valid for one `fingerprint`."""
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save({"fingerprint": self.fingerprint, **state}, tmp)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none or it belongs to another run."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise ValueError(
+                f"{self.path}: corrupt or unsafe checkpoint ({str(err).splitlines()[0]}); "
+                "delete it to train from the start"
+            ) from err
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s is from another config or code version; starting over", self.path)
+            return None
+        log.info("resuming from %s (epoch %d)", self.path, state["epoch"])
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
