@@ -10,6 +10,11 @@ from safecompress.config.specs import TrainSpec
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / ".test" / "config" / "config.yaml"
+# Subprocess timeouts are safety nets for a hung process (a daemon that never answers, a
+# snakemake that waits forever), never budgets: each is far above what the command takes on a
+# slow, busy 2-core machine, so that no verdict depends on the machine's speed.
+HUNG_STEP_S = 600  # one step, one dry run or config check: seconds to a minute there
+HUNG_RUN_S = 3600  # one workflow run: a few minutes there
 # Two short epochs of small batches: enough to see training change a model.
 SHORT_TRAINING = TrainSpec(
     epochs=2,

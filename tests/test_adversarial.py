@@ -110,6 +110,7 @@ def members_bce(regularizer, name, model, x, y) -> float:
         return F.binary_cross_entropy_with_logits(z, torch.ones_like(z)).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nasr", "whitebox"])
 def test_one_model_step_raises_the_attackers_loss_on_members(sets, name):
     spec = dataclasses.replace(OVERFIT, epochs=15)
@@ -176,6 +177,7 @@ def test_white_box_term_reaches_every_weight_through_the_training_forward(sets):
     assert 0.0 <= summary["attacker_acc"] <= 1.0 and summary["adversarial_term"] < 0
 
 
+@pytest.mark.slow
 def test_term_brings_the_attacker_toward_chance_at_a_bounded_cost():
     """Same seeds, same data, weight 0 (the attacker trains alongside, no term) vs weight 1."""
     rows = []
@@ -202,6 +204,7 @@ def test_term_brings_the_attacker_toward_chance_at_a_bounded_cost():
     assert adversarial["test_acc"] > plain["test_acc"] - 0.15
 
 
+@pytest.mark.slow
 def test_runs_are_seeded_and_weight_zero_leaves_training_untouched(sets):
     spec = dataclasses.replace(OVERFIT, epochs=3)
     options = {"attackers": ["nasr", "whitebox"], "weight": 0.5}
@@ -224,6 +227,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(sets, tmp_path):
     spec = dataclasses.replace(OVERFIT, epochs=4)  # 4 steps an epoch
     options = {"attackers": ["nasr", "whitebox"], "weight": 1.0, "start_step": 3}

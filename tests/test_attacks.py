@@ -248,6 +248,7 @@ def run(target, shadow, names, seed=0, reference_margin=1.0, adversaries=None):
     return pd.DataFrame(rows), scores
 
 
+@pytest.mark.slow
 def test_network_attacks_use_a_given_adversary_and_fit_the_same_one_without():
     """The workflow fits nasr and whitebox once per seed and passes them in; without them the
     attack fits the same networks on the shadow signals (same seed), so the scores agree."""
@@ -286,6 +287,7 @@ def test_run_attacks_detects_members_with_lower_loss():
         assert set(scores[f"pred_{attack}"]) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_run_attacks_without_membership_signal_is_near_chance():
     target = signal_frame(0, 1000, 4, member_margin=2.0, nonmember_margin=2.0)
     shadow = signal_frame(1, 1000, 4, 2.0, 2.0, shadow=0)
@@ -304,6 +306,7 @@ def test_run_attacks_metric_scores_match_membership_score():
     np.testing.assert_array_equal(scores["score_modified_entropy"], expected)
 
 
+@pytest.mark.slow
 def test_run_attacks_never_reads_the_target_membership():
     target, shadow = leaky_signals(seed=0)
     shuffled = target.assign(set=np.random.default_rng(0).permutation(target["set"].to_numpy()))

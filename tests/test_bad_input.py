@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, TINY, changed, snakemake_command, workflow_env
+from helpers import HUNG_STEP_S, REPO, TINY, changed, snakemake_command, workflow_env
+from safecompress.config.settings import ConfigError, check_config
 from safecompress.io import read_csv
 from safecompress.privacy.signals import SIGNAL_COLUMNS
 from safecompress.steps import attack, cli
@@ -15,31 +16,55 @@ from safecompress.steps import attack, cli
 TINY_CONFIG = yaml.safe_load(TINY.read_text())
 
 
+BAD_CONFIGS = [
+    ("epochz", 10, "epochz"),
+    ("train.epochs", -3, "train.epochs"),
+    ("densities", [0.0, 0.1], "densities.0"),
+    ("densities", [], "densities"),
+    ("methods", ["lottery"], "methods.0"),
+    ("safecompress.lambda", -1, "safecompress.lambda"),
+    ("data.digits.split.target_out", 0.9, "data.digits.split"),
+    ("datasets", ["cifar10"], "data.cifar10"),
+    ("seeds", [-1], "seeds.0"),
+    ("densities", [1.5], "densities.0"),
+    ("model.arch", "gpt5", "model.arch"),
+    ("train.lr", "fast", "train.lr"),
+    ("train.batch_size", 0, "train.batch_size"),
+    ("evaluation.attacks", ["oracle"], "evaluation.attacks.0"),
+    ("evaluation.roc_density", 0.33, "evaluation.roc_density"),
+    ("safecompress.strategies", [], "safecompress.strategies"),
+    ("safecompress.safety_score", "lira", "safecompress.safety_score"),
+    ("sparse.growth", "magic", "sparse.growth"),
+    ("shadow.n_models", 0, "shadow.n_models"),
+    ("ablation.n_candidates", [7], "ablation.n_candidates"),
+    ("data.digits.name", 7, "data.digits.name"),
+]
+
+
+def one_message(text: str, named: str) -> None:
+    """`config key <key>: <problem>; <what to do>`, naming the key."""
+    assert text.startswith("config key") and named in text, text
+    problem, _, fix = text.rpartition("; ")
+    assert problem and fix
+
+
+@pytest.mark.parametrize("path, value, named", BAD_CONFIGS)
+def test_bad_config_is_one_message_naming_the_key(path, value, named):
+    """What the Snakefile checks first (common.smk), before it plans any job."""
+    with pytest.raises(ConfigError) as refused:
+        check_config(changed(TINY_CONFIG, path, value))
+    assert "\n" not in str(refused.value)
+    one_message(str(refused.value), named)
+
+
+# The workflow stops with that message: one case of each kind of check (the schema, a check
+# across keys, the ablation sweeps against the strategies); the others take the same path.
+THROUGH_THE_WORKFLOW = ("epochz", "data.digits.split.target_out", "ablation.n_candidates")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "path, value, named",
-    [
-        ("epochz", 10, "epochz"),
-        ("train.epochs", -3, "train.epochs"),
-        ("densities", [0.0, 0.1], "densities.0"),
-        ("densities", [], "densities"),
-        ("methods", ["lottery"], "methods.0"),
-        ("safecompress.lambda", -1, "safecompress.lambda"),
-        ("data.digits.split.target_out", 0.9, "data.digits.split"),
-        ("datasets", ["cifar10"], "data.cifar10"),
-        ("seeds", [-1], "seeds.0"),
-        ("densities", [1.5], "densities.0"),
-        ("model.arch", "gpt5", "model.arch"),
-        ("train.lr", "fast", "train.lr"),
-        ("train.batch_size", 0, "train.batch_size"),
-        ("evaluation.attacks", ["oracle"], "evaluation.attacks.0"),
-        ("evaluation.roc_density", 0.33, "evaluation.roc_density"),
-        ("safecompress.strategies", [], "safecompress.strategies"),
-        ("safecompress.safety_score", "lira", "safecompress.safety_score"),
-        ("sparse.growth", "magic", "sparse.growth"),
-        ("shadow.n_models", 0, "shadow.n_models"),
-        ("ablation.n_candidates", [7], "ablation.n_candidates"),
-        ("data.digits.name", 7, "data.digits.name"),
-    ],
+    "path, value, named", [case for case in BAD_CONFIGS if case[0] in THROUGH_THE_WORKFLOW]
 )
 def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, named):
     config = tmp_path / "bad.yaml"
@@ -49,13 +74,12 @@ def test_bad_config_stops_the_workflow_before_any_work(tmp_path, path, value, na
         capture_output=True,
         text=True,
         env=workflow_env(),
-        timeout=120,
+        timeout=HUNG_STEP_S,
     )
     assert result.returncode != 0
     message = [line for line in result.stderr.splitlines() if line.startswith("config key")]
-    assert len(message) == 1 and named in message[0], result.stderr[-2000:]
-    problem, _, fix = message[0].rpartition("; ")
-    assert problem and fix  # "config key <key>: <problem>; <what to do>"
+    assert len(message) == 1, result.stderr[-2000:]
+    one_message(message[0], named)
     assert not (tmp_path / "results").exists()
 
 

@@ -11,11 +11,19 @@ import yaml
 
 from helpers import SHORT_TRAINING
 from safecompress.compression import job as jobs
+from safecompress.compression.adversarial import AdversarialRegularizer
 from safecompress.compression.dst import dst
 from safecompress.compression.safecompress import safecompress
 from safecompress.compression.safety import SafetyTest
 from safecompress.compression.updates import DSTUpdate, SafeCompressUpdate, Schedule
-from safecompress.config.specs import DSTSpec, SafeCompressSpec, ScheduleSpec, Strategy, TrainSpec
+from safecompress.config.specs import (
+    AdversarialSpec,
+    DSTSpec,
+    SafeCompressSpec,
+    ScheduleSpec,
+    Strategy,
+    TrainSpec,
+)
 from safecompress.data.batches import SharedBatches
 from safecompress.data.splits import Data, Samples, make_split
 from safecompress.sparse.engine import SparseEngine
@@ -134,6 +142,7 @@ def test_one_candidate_is_exactly_dst_whatever_its_lookahead():
         assert len(update.records) == 3 and all(r["selected"] for r in update.records)
 
 
+@pytest.mark.slow
 def test_identical_candidates_with_halving_are_exactly_dst():
     """Whichever copy survives, the kept model took exactly the loop's SGD steps on the
     loop's batches: the same model as DST's, bit for bit."""
@@ -145,6 +154,7 @@ def test_identical_candidates_with_halving_are_exactly_dst():
     assert (log.groupby("step")["moved"].nunique() == 1).all()  # identical candidates
 
 
+@pytest.mark.slow
 def test_every_candidate_is_logged_at_every_rung_and_the_best_score_is_kept():
     strategies = [
         Strategy(1.0, "gradient"),
@@ -174,6 +184,7 @@ def test_every_candidate_is_logged_at_every_rung_and_the_best_score_is_kept():
     assert sum(int(m.sum()) for m in engine.masks().values()) == total
 
 
+@pytest.mark.slow
 def test_safety_weight_changes_which_candidate_wins():
     strategies = [Strategy(s, g) for s in (0.5, 1.0, 1.5) for g in ("random", "gradient")]
     _, _, neutral = run(safecompress_factory(strategies, 0.0, lookahead=(2,)))
@@ -294,3 +305,32 @@ def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
     same_state(plain.model, selected.model)
     pd.testing.assert_frame_equal(plain.history, selected.history)
     assert len(selected.updates) > 1 and selected.updates["selected"].all()
+
+
+@pytest.mark.slow
+def test_safecompress_adv_attackers_take_as_many_steps_as_dst_adv(tmp_path, monkeypatch):
+    """Candidates trained beside the loop train under the adversarial term against the loop's
+    attackers, which only the loop's steps move: the comparison of `safecompress_adv` with
+    `dst_adv` isolates the selection at equal attacker budget."""
+    steps = []
+    attacker_step = AdversarialRegularizer.attacker_step
+    monkeypatch.setattr(
+        AdversarialRegularizer,
+        "attacker_step",
+        lambda self, model: steps.append(1) or attacker_step(self, model),
+    )
+    adversarial = AdversarialSpec(("nasr",), 0.1, 1, 2, 0)
+    dst(toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient"), adversarial)
+    dst_steps, steps[:] = len(steps), []
+    section = SafeCompressSpec(
+        strategies=({"scale": 1.0, "growth": "gradient"}, {"scale": 1.0, "growth": "random"}),
+        lookahead=(2, 4),
+        safety_score="loss_auc",
+        probe_size="all",
+        safety_weight=1.0,
+    )
+    selected = safecompress(
+        toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section, adversarial
+    )
+    assert len(selected.updates) > 2  # candidates did train beside the loop
+    assert len(steps) == dst_steps > 0

@@ -12,7 +12,13 @@ import yaml
 
 from helpers import changed
 from safecompress.config.methods import METHODS
-from safecompress.config.settings import ConfigError, check_config, load_yaml, schema
+from safecompress.config.settings import (
+    REFERENCE_KINDS,
+    ConfigError,
+    check_config,
+    load_yaml,
+    schema,
+)
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "config"
@@ -117,6 +123,7 @@ def test_every_schema_enum_is_a_python_constant():
         "/properties/safecompress/properties/safety_score": tuple(safety.SAFETY_SCORES),
         "/$defs/attack": tuple(attacks.ATTACKS),
         "/properties/adversarial/properties/attackers/items": adversarial.ATTACKERS,
+        "/properties/evaluation/properties/references": REFERENCE_KINDS,
     }
     found = dict(schema_enums(schema()))
     assert found.keys() == expected.keys()

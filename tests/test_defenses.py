@@ -161,13 +161,17 @@ def test_dpsgd_epsilon_falls_as_noise_rises(data, tmp_path):
         reports.append(run("dpsgd", job, None, noise_multiplier=sigma).report)
     epsilons = [r["epsilon"] for r in reports]
     assert 0 < epsilons[2] < epsilons[1] < epsilons[0] < np.inf
-    # every step of the run was accounted at the Poisson rate q = B / n, at delta = 1/n
+    # every step of the run was accounted at the Poisson rate q = B / n, at the given delta
     n = SETS["target_train"] + SETS["known_members"]
     steps = short.epochs * (n // short.batch_size)
     accountant = RDPAccountant()
     accountant.history = [(2.0, short.batch_size / n, steps)]
-    assert reports[2]["delta"] == 1 / n
-    assert reports[2]["epsilon"] == pytest.approx(accountant.get_epsilon(1 / n))
+    assert reports[2]["delta"] == 1e-5  # the default, well below 1/n
+    assert reports[2]["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5))
+    job = make_job(data, tmp_path / "at_1_over_n", train=short)
+    looser = run("dpsgd", job, None, noise_multiplier=2.0, delta=1 / n).report
+    assert looser["epsilon"] == pytest.approx(accountant.get_epsilon(1 / n))
+    assert looser["epsilon"] < reports[2]["epsilon"]  # the same run, a looser delta
 
 
 def test_poisson_batches_draw_each_member_with_the_sample_rate(data):

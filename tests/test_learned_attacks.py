@@ -64,6 +64,7 @@ def test_outer_product_of_features_is_the_per_sample_last_layer_gradient(spec, s
     torch.testing.assert_close(formula, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arch", "shape"),
     [("mlp", (64,)), ("cnn", (3, 8, 8)), ("vgg_c", (3, 16, 16)), ("resnet18", (3, 8, 8))],
@@ -82,6 +83,7 @@ def test_features_are_the_input_of_each_architectures_output_layer(arch, shape):
         torch.testing.assert_close(layer(features), model.eval()(x))
 
 
+@pytest.mark.slow
 def test_features_of_a_transformer_are_its_classifier_heads_input(tiny_bert):
     model = build_model({"arch": "transformer", "checkpoint": tiny_bert}, (12,), 3).eval()
     ids = torch.randint(5, 50, (4, 12))
@@ -113,6 +115,7 @@ def test_gradient_conv_from_factors_equals_the_conv_of_the_gradient():
 # --- Attackers ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("attack", "min_auc"), [("nasr", 0.9), ("whitebox", 0.9)])
 def test_attackers_detect_members_with_larger_true_class_margins(attack, min_auc):
     shadow = synthetic(1, 300, 300, member_margin=4.0, nonmember_margin=1.0)
@@ -123,6 +126,7 @@ def test_attackers_detect_members_with_larger_true_class_margins(attack, min_auc
     assert roc_auc(target[3], scores) > min_auc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["nasr", "whitebox"])
 def test_attackers_find_nothing_when_members_and_nonmembers_look_alike(attack):
     shadow = synthetic(3, 300, 300, member_margin=2.0, nonmember_margin=2.0)
@@ -130,6 +134,7 @@ def test_attackers_find_nothing_when_members_and_nonmembers_look_alike(attack):
     assert abs(roc_auc(target[3], fit_and_score(attack, shadow, target)) - 0.5) < 0.07
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["nasr", "whitebox"])
 def test_unbalanced_shadow_data_is_balanced_in_training(attack):
     """Five members per non-member: unweighted, the attackers call most non-members members
@@ -142,6 +147,7 @@ def test_unbalanced_shadow_data_is_balanced_in_training(attack):
     assert balanced_accuracy(target[3], predicted) > 0.7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["nasr", "whitebox"])
 def test_fits_are_deterministic_given_the_seed_and_leave_torch_state_alone(attack):
     shadow = synthetic(7, 100, 100, member_margin=3.0, nonmember_margin=1.0)

@@ -134,6 +134,7 @@ def test_fashion_mnist_prefers_torchvisions_folder_under_root(tmp_path, monkeypa
     np.testing.assert_allclose(pool.x, standardised(images), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_the_debian_package(tmp_path):
     """Needs `apt-get install dataset-fashion-mnist` (scripts/test.sh installs it)."""
     pool = load_pool({"source": "torchvision", "name": "fashion_mnist", "root": str(tmp_path)})

@@ -31,6 +31,7 @@ IMAGE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, shape", IMAGE_CASES)
 def test_image_models_give_one_logit_per_class(arch, shape):
     torch.manual_seed(0)
@@ -100,6 +101,7 @@ def test_missing_checkpoint_fails_with_one_message():
 ROUND_TRIP_CASES = [*IMAGE_CASES[::2], ("transformer", (16,))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, shape", ROUND_TRIP_CASES)
 def test_save_and_load_rebuild_weights_and_masks(arch, shape, tiny_bert, tmp_path):
     checkpoint = tmp_path / "checkpoint"

@@ -7,6 +7,8 @@ import sys
 import tomllib
 import zipfile
 
+import pytest
+
 from safecompress.training.provenance import code_revision
 from test_envs import DRIVER_ONLY, REPO, pins
 
@@ -39,6 +41,7 @@ def test_every_pinned_runtime_package_is_a_dependency():
     assert pinned - MODEL_ONLY <= named | DRIVER_ONLY - {"snakemake"}, pinned - named
 
 
+@pytest.mark.slow
 def test_installed_package_runs_its_steps_outside_the_checkout(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(

@@ -1,7 +1,8 @@
-"""Figures: each renders to a readable PNG and PDF with labelled axes and a legend, draws the
-paper table's intervals (and no unresolvable value), the ROC bands come from a correct
-stratified bootstrap, the layer-density figure reads model files, and the pipeline step refuses
-bad inputs with one line naming the problem and exit code 2."""
+"""Figures: each renders to a readable PNG and PDF with labelled axes and a legend and no two
+text labels on top of each other (at the evidence run's size too), draws the paper table's
+intervals (and no unresolvable value) and the ROC table's bands, the layer-density figure reads
+model files, and the pipeline step refuses bad inputs with one line naming the problem and
+exit code 2."""
 
 import json
 import os
@@ -15,16 +16,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
+from safecompress.config.methods import METHODS
 from safecompress.privacy import bootstrap, metrics
-from safecompress.reporting import figures
+from safecompress.reporting import figures, tables
 from safecompress.sparse.engine import prunable_layers
 from safecompress.steps import figures as figure_step
 from safecompress.steps.cli import run
-from safecompress.steps.summarize import seed_statistics
 from safecompress.training.models import build_model, save_model
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
@@ -35,52 +38,66 @@ HISTORY_LABELS = ("dense d=1.0", "safecompress d=0.1")
 TPR = "tpr_at_1pct_fpr"
 
 
+def model_grid(
+    datasets: tuple[str, ...] = DATASETS, densities: tuple[float, ...] = DENSITIES
+) -> list[tuple[str, str, str, float]]:
+    """(dataset, method, variant, density) of every model a run of the pipeline compares: the
+    dense model and every method at each density, per data set."""
+    return [
+        (dataset, method, "default", density)
+        for dataset in datasets
+        for method in figures.METHOD_STYLE
+        for density in ((1.0,) if method == "dense" else densities)
+    ]
+
+
 def make_summary(
-    seeds: tuple[int, ...] = (0, 1), attacks: tuple[str, ...] = ATTACKS
+    seeds: tuple[int, ...] = (0, 1),
+    attacks: tuple[str, ...] = ATTACKS,
+    models: list[tuple[str, str, str, float]] | None = None,
 ) -> pd.DataFrame:
     """A summary table shaped like results/tables/summary.csv (every metric with a bootstrap
-    interval), with plausible numbers."""
+    interval) of `models` (default: `model_grid()`), with plausible numbers: models at one
+    density crowd together, as compressed models do."""
     rng = np.random.default_rng(0)
     rows = []
-    for dataset in DATASETS:
-        for method in figures.METHOD_STYLE:
-            for density in (1.0,) if method == "dense" else DENSITIES:
-                for seed in seeds:
-                    task_acc = 0.9 * density**0.05 + rng.normal(0, 0.005)
-                    for attack in attacks:
-                        auc = 0.5 + 0.2 * density**0.3 + rng.normal(0, 0.01)
-                        values = {
-                            "task_acc": task_acc,
-                            "attack_acc": 0.5 + (auc - 0.5) / 2,
-                            "advantage": auc - 0.5,
-                            "auc": auc,
-                            TPR: 0.01 + (auc - 0.5) / 5,
-                            "tpr_at_0.1pct_fpr": 0.001 + (auc - 0.5) / 20,
-                            "tpr_at_0fpr": (auc - 0.5) / 40,
-                        }
-                        rows.append(
-                            {
-                                "dataset": dataset,
-                                "method": method,
-                                "variant": "default",
-                                "density": density,
-                                "seed": seed,
-                                "attack": attack,
-                                **values,
-                                **{f"{m}_ci_low": v - 0.02 for m, v in values.items()},
-                                **{f"{m}_ci_high": v + 0.03 for m, v in values.items()},
-                                "signals_path": "signals.csv",
-                                "scores_path": "scores.csv",
-                            }
-                        )
+    for dataset, method, variant, density in model_grid() if models is None else models:
+        for seed in seeds:
+            task_acc = 0.9 * density**0.05 + rng.normal(0, 0.005)
+            for attack in attacks:
+                auc = 0.5 + 0.2 * density**0.3 + rng.normal(0, 0.01)
+                values = {
+                    "task_acc": task_acc,
+                    "attack_acc": 0.5 + (auc - 0.5) / 2,
+                    "advantage": auc - 0.5,
+                    "auc": auc,
+                    TPR: 0.01 + (auc - 0.5) / 5,
+                    "tpr_at_0.1pct_fpr": 0.001 + (auc - 0.5) / 20,
+                    "tpr_at_0fpr": (auc - 0.5) / 40,
+                }
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "variant": variant,
+                        "density": density,
+                        "seed": seed,
+                        "attack": attack,
+                        **values,
+                        **{f"{m}_ci_low": v - 0.02 for m, v in values.items()},
+                        **{f"{m}_ci_high": v + 0.03 for m, v in values.items()},
+                        "signals_path": "signals.csv",
+                        "scores_path": "scores.csv",
+                    }
+                )
     summary = pd.DataFrame(rows)
-    best = summary.groupby(["dataset", "method", "density", "seed"])["auc"].transform("max")
+    best = summary.groupby(tables.MODEL)["auc"].transform("max")
     return summary.assign(strongest=summary["auc"] == best)
 
 
 def make_paper_table(summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """paper_table.csv of the summary, computed by the summarize step itself."""
-    return seed_statistics(make_summary() if summary is None else summary)
+    return tables.seed_statistics(make_summary() if summary is None else summary)
 
 
 def make_history(gap: float = 0.0) -> pd.DataFrame:
@@ -131,6 +148,12 @@ def make_roc_scores() -> pd.DataFrame:
         ],
         ignore_index=True,
     )
+
+
+def make_roc_table(scores: pd.DataFrame | None = None, attacks=("loss", "entropy")) -> pd.DataFrame:
+    """The ROC table of the scores, computed as the figures step does."""
+    scores = make_roc_scores() if scores is None else scores
+    return tables.roc_table(scores, list(attacks), n_resamples=50)
 
 
 def make_layers(n_layers: int, models: tuple[str, ...] = ("dst", "safecompress")) -> pd.DataFrame:
@@ -232,6 +255,48 @@ def panel(figure: Figure, title: str):
     return next(axes for axes in figure.axes if axes.get_title() == title)
 
 
+def shown_texts(figure: Figure) -> list[Text]:
+    """Every text the figure shows once drawn on the Agg canvas: titles, axis labels, the tick
+    labels of ticks in view, annotations, legend entries and titles."""
+    FigureCanvasAgg(figure).draw()
+    tick_labels, in_view = set(), []
+    for axes in figure.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * (high - low)
+            for ticks, locations in (
+                (axis.get_major_ticks(), axis.get_majorticklocs()),
+                (axis.get_minor_ticks(), axis.get_minorticklocs()),
+            ):
+                for tick, location in zip(ticks, locations, strict=False):
+                    labels = (tick.label1, tick.label2)
+                    tick_labels.update(map(id, labels))
+                    if low - slack <= location <= high + slack:
+                        in_view += labels
+    texts = [text for text in figure.findobj(Text) if id(text) not in tick_labels] + in_view
+    return [text for text in texts if text.get_visible() and text.get_text().strip()]
+
+
+def overlapping_labels(figure: Figure) -> list[tuple[str, str]]:
+    """Pairs of texts of the figure whose boxes overlap by more than half a pixel each way."""
+    texts = shown_texts(figure)
+    renderer = figure.canvas.get_renderer()
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts]
+    return [
+        (text, other)
+        for i, (text, box) in enumerate(boxes)
+        for other, other_box in boxes[i + 1 :]
+        if min(box.x1, other_box.x1) - max(box.x0, other_box.x0) > 0.5
+        and min(box.y1, other_box.y1) - max(box.y0, other_box.y0) > 0.5
+    ]
+
+
+def method_points(axes) -> list:
+    """The marker lines of the methods (not the variants, rings or reference lines)."""
+    labels = {style.label for style in figures.METHOD_STYLE.values()}
+    return [line for line in axes.get_lines() if line.get_label() in labels]
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
     "accuracy": lambda: figures.accuracy_vs_density(make_paper_table()),
     "attack_auc": lambda: figures.attack_vs_density(make_paper_table()),
@@ -241,11 +306,12 @@ FIGURES: dict[str, Callable[[], Figure]] = {
         make_paper_table(make_summary(seeds=(0,))), "entropy"
     ),
     "training": lambda: figures.training_curves(make_histories()),
-    "roc": lambda: figures.roc_curves(make_roc_scores(), ["loss", "entropy"], n_resamples=50),
+    "roc": lambda: figures.roc_curves(make_roc_table()),
     "layer_density": lambda: figures.layer_density(make_layers(3)),
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FIGURES)
 def test_figure_is_labelled_and_saved_as_png_and_pdf(name, tmp_path):
     figure = FIGURES[name]()
@@ -280,6 +346,7 @@ def test_accuracy_has_a_log_density_axis_and_dense_reference_band():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds", [(0, 1, 2), (0,)], ids=["t over seeds", "one seed"])
 def test_error_bars_are_the_paper_table_intervals(seeds):
     """Several seeds: the t-interval over seeds; one seed: the model's bootstrap interval."""
@@ -345,6 +412,7 @@ def test_a_panel_without_any_resolved_value_says_so():
         assert not any(np.isfinite(line.get_ydata()).any() for line in axes.get_lines()[:-1])
 
 
+@pytest.mark.slow
 def test_attack_panels_wrap_after_four_columns_per_dataset():
     attacks = tuple(f"attack{i}" for i in range(6))
     figure = figures.attack_vs_density(make_paper_table(make_summary(attacks=attacks)))
@@ -355,6 +423,7 @@ def test_attack_panels_wrap_after_four_columns_per_dataset():
     assert first.get_shared_y_axes().joined(first, second)
 
 
+@pytest.mark.slow
 def test_attack_grid_has_a_row_per_dataset_a_column_per_attack_and_chance():
     figure = figures.attack_vs_density(make_paper_table())
     grid = figure.axes[0].get_subplotspec().get_gridspec()
@@ -370,6 +439,7 @@ def test_attack_metric_names_the_y_axis():
     assert figure.axes[0].get_ylabel() == "Attack TPR at 1% FPR"
 
 
+@pytest.mark.slow
 def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
     table = make_paper_table()
     figure = figures.tradeoff(table, "loss")
@@ -379,7 +449,8 @@ def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
     assert "AUC" in auc_axes.get_xlabel() and "TPR at 1% FPR" in tpr_axes.get_xlabel()
     assert f"density {max(DENSITIES):g}" in auc_axes.get_title()
     n_models = len(figures.METHOD_STYLE)  # every method at the row's density, and dense
-    assert len(auc_axes.texts) == len(tpr_axes.texts) == n_models
+    assert len(method_points(auc_axes)) == len(method_points(tpr_axes)) == n_models
+    assert not auc_axes.texts  # the row's title gives the density; points carry no labels
     segments = error_segments(auc_axes)
     horizontal = [s for s in segments if s[0, 1] == s[1, 1]]
     vertical = [s for s in segments if s[0, 0] == s[1, 0]]
@@ -387,6 +458,7 @@ def test_tradeoff_has_auc_and_tpr_panels_with_bars_on_both_axes():
     assert "Pareto set" in legend_labels(figure)
 
 
+@pytest.mark.slow
 def test_tradeoff_rings_the_pareto_set():
     table = make_paper_table()
     figure = figures.tradeoff(table, "loss")
@@ -403,15 +475,17 @@ def test_tradeoff_rings_the_pareto_set():
     np.testing.assert_allclose(ringed, front[["auc", "accuracy"]].to_numpy())
 
 
+@pytest.mark.slow
 def test_tradeoff_leaves_out_an_unresolved_tpr():
     figure = figures.tradeoff(nan_tpr_table(density=0.1), "loss")
     auc_axes, tpr_axes = figure.axes[2:4]  # density 0.1: the second row
-    assert len(tpr_axes.texts) == len(auc_axes.texts) - 1
+    assert len(method_points(tpr_axes)) == len(method_points(auc_axes)) - 1
     assert np.isfinite(method_line(auc_axes, "dst").get_xdata()).all()
     dst = figures.METHOD_STYLE["dst"].label
     assert dst not in [line.get_label() for line in tpr_axes.get_lines()]
 
 
+@pytest.mark.slow
 def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
     summary = make_summary()
     table = make_paper_table(summary)
@@ -434,25 +508,48 @@ def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
     assert "strongest attack" in figure.axes[0].get_xlabel()
 
 
-def test_tradeoff_draws_ablation_variants_at_their_density():
+@pytest.mark.slow
+def test_tradeoff_numbers_ablation_variants_at_their_density_with_a_key():
     summary = make_summary()
     variants = summary[(summary["method"] == "safecompress") & (summary["density"] == 0.1)]
     variants = pd.concat(
         [
             variants.assign(variant=name, auc=variants["auc"] - shift)
-            for name, shift in (("lambda_3.0", 0.01), ("setting_adv_weight_1", 0.02))
+            for name, shift in (("setting_adv_weight_1", 0.02), ("lambda_3.0", 0.01))
         ]
     )
-    figure = figures.tradeoff(make_paper_table(), "loss", make_paper_table(variants))
+    variant_table = make_paper_table(variants)
+    figure = figures.tradeoff(make_paper_table(), "loss", variant_table)
     by_density = {axes.get_title().split(":")[0]: axes for axes in figure.axes[::2]}
     panel = by_density[f"{DATASETS[0]}, density 0.1"]
-    names = {text.get_text() for text in panel.texts}
-    assert {"lambda_3.0", "setting_adv_weight_1"} <= names
-    hollow = [line for line in panel.get_lines() if line.get_label() == figures.VARIANT_LABEL]
-    assert hollow and hollow[0].get_markerfacecolor() == "none"
-    other = by_density[f"{DATASETS[0]}, density 0.5"]
-    assert "lambda_3.0" not in {text.get_text() for text in other.texts}
-    assert figures.VARIANT_LABEL in legend_labels(figure)
+    badges = {text.get_text(): text for text in panel.texts if text.get_text()}
+    assert set(badges) == {"1", "2"}  # sweep by sweep: lambda first
+    lambda_3 = variant_table[
+        (variant_table["dataset"] == DATASETS[0])
+        & (variant_table["variant"] == "lambda_3.0")
+        & (variant_table["attack"] == "loss")
+    ].set_index("metric")["mean"]
+    assert badges["1"].xy == pytest.approx((lambda_3["auc"], 100 * lambda_3["task_acc"]))
+    key = figure.axes[1].get_legend()  # beside the first row
+    assert "ablation variants" in key.get_title().get_text()
+    assert [text.get_text() for text in key.get_texts()] == ["λ = 3.0", "setting: adv weight 1"]
+    assert not by_density[f"{DATASETS[0]}, density 0.5"].texts
+    assert "numbered" in figure.get_suptitle()
+
+
+def test_variants_are_numbered_sweep_by_sweep_in_value_order():
+    variants = ["setting_b", "lambda_10.0", "set_x", "lambda_2.0", "n_4", "other_y"]
+    assert figures.ablation_order(variants) == [
+        "lambda_2.0",
+        "lambda_10.0",
+        "n_4",
+        "set_x",
+        "setting_b",
+        "other_y",
+    ]
+    assert figures.variant_label("set_no_global_budget") == "strategy set: no global budget"
+    assert figures.variant_label("n_4") == "N = 4"
+    assert figures.variant_label("other_y") == "other_y"
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -472,75 +569,31 @@ def test_training_curves_draw_train_solid_and_validation_dashed():
     assert legend_labels(figure) == [*HISTORY_LABELS, "train", "validation"]
 
 
-# --- ROC: bootstrap band ---
+# --- ROC ---
 
 
-def members_and_scores(n: int, separation: float = 0.5, seed: int = 3, ties: bool = False):
-    rng = np.random.default_rng(seed)
-    is_member = np.repeat([True, False], n)
-    scores = rng.normal(separation * is_member, 1.0)
-    return is_member, np.round(scores, 1) if ties else scores
-
-
-def test_fpr_grid_spans_the_resolvable_fprs_on_a_log_scale():
-    grid = figures.roc_fpr_grid(359)
-    assert grid[0] == 1 / 359 and grid[-1] == 1.0
-    assert np.allclose(grid * 359, np.rint(grid * 359))  # each a number of false positives
-    assert (np.diff(grid) > 0).all() and 40 <= len(grid) <= figures.ROC_GRID_POINTS
-    assert figures.roc_fpr_grid(5).tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
-
-
-@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied scores"])
-def test_tpr_curve_of_the_sample_is_metrics_tpr_at_fpr(ties):
-    is_member, scores = members_and_scores(150, ties=ties)
-    grid = figures.roc_fpr_grid(150)
-    n = np.arange(150)
-    curve = figures.resampled_tpr_curve(scores[is_member], scores[~is_member], n, n, grid)[0]
-    expected = [metrics.tpr_at_fpr(is_member, scores, fpr) for fpr in grid]
-    assert curve == pytest.approx(expected)
-
-
-def test_tpr_curve_of_resamples_matches_the_interval_module():
-    is_member, scores = members_and_scores(80, ties=True)
-    rng = np.random.default_rng(4)
-    member_idx, nonmember_idx = rng.integers(0, 80, (5, 80)), rng.integers(0, 80, (5, 80))
-    grid = figures.roc_fpr_grid(80)
-    curves = figures.resampled_tpr_curve(
-        scores[is_member], scores[~is_member], member_idx, nonmember_idx, grid
-    )
-    for column, fpr in enumerate(grid):
-        expected = bootstrap.resampled_tpr_at_fpr(
-            scores[is_member], scores[~is_member], member_idx, nonmember_idx, fpr
-        )
-        assert curves[:, column] == pytest.approx(expected)
-
-
-def test_band_contains_the_point_roc_and_narrows_with_more_samples():
-    widths = {}
-    for n in (100, 2000):
-        is_member, scores = members_and_scores(n)
-        band = figures.roc_band(is_member, scores, n_resamples=300, seed=0)
-        assert band.fpr[0] == 1 / n
-        assert (band.low <= band.tpr).all() and (band.tpr <= band.high).all()
-        assert ((band.low >= 0) & (band.high <= 1)).all()
-        resolved = band.fpr >= 0.01  # FPRs that both sample sizes resolve
-        widths[n] = np.interp(
-            np.log([0.01, 0.1, 0.5]), np.log(band.fpr[resolved]), (band.high - band.low)[resolved]
-        )
-    assert (widths[2000] < 0.6 * widths[100]).all()
-
-
-def test_band_is_reproducible_and_refuses_unresolvable_fprs():
-    is_member, scores = members_and_scores(50)
-    first, second = (figures.roc_band(is_member, scores, 100, seed=7) for _ in range(2))
-    assert np.array_equal(first.low, second.low) and np.array_equal(first.high, second.high)
-    with pytest.raises(ValueError, match="FPRs must lie in"):
-        figures.roc_band(is_member, scores, 100, fprs=[0.001, 0.1])
+def test_roc_table_holds_each_models_roc_band_and_numbers():
+    scores = make_roc_scores()
+    table = make_roc_table(scores)
+    assert list(table.columns) == list(tables.ROC_COLUMNS)
+    dense = scores[scores["method"] == "dense"]
+    is_member, values = (dense["set"] == "member").to_numpy(), dense["score_loss"].to_numpy()
+    mine = table[(table["attack"] == "loss") & (table["method"] == "dense")]
+    roc, band = (mine[mine["curve"] == curve] for curve in ("roc", "band"))
+    fpr, tpr, _ = metrics.roc_curve(is_member, values)
+    measured = fpr >= 1 / 400
+    np.testing.assert_array_equal(roc["fpr"], fpr[measured])
+    np.testing.assert_array_equal(roc["tpr"], tpr[measured])
+    expected = bootstrap.roc_band(is_member, values, n_resamples=50, seed=0)
+    np.testing.assert_array_equal(band[["fpr", "tpr", "ci_low", "ci_high"]].T, expected)
+    assert (mine["auc"] == metrics.roc_auc(is_member, values)).all()
+    assert (mine[TPR] == metrics.tpr_at_fpr(is_member, values, 0.01)).all()
+    assert (mine["n_members"] == 400).all() and (mine["n_nonmembers"] == 400).all()
 
 
 def test_roc_has_a_log_log_panel_per_attack_from_the_resolvable_fpr():
     scores = make_roc_scores()
-    figure = figures.roc_curves(scores, ["loss", "entropy"], n_resamples=50)
+    figure = figures.roc_curves(make_roc_table(scores))
     assert [axes.get_title() for axes in figure.axes] == ["loss attack", "entropy attack"]
     n_nonmembers = int((scores["method"] == "dense").sum() / 2)
     for axes, attack in zip(figure.axes, ["loss", "entropy"], strict=True):
@@ -563,7 +616,7 @@ def test_roc_has_a_log_log_panel_per_attack_from_the_resolvable_fpr():
 
 def test_roc_says_na_for_a_tpr_too_few_non_members_resolve():
     scores = make_scores(1.0, n=50).assign(method="dst", density=0.1)
-    figure = figures.roc_curves(scores, "loss", n_resamples=20)
+    figure = figures.roc_curves(make_roc_table(scores, ["loss"]))
     assert "TPR@1%FPR n/a" in figure.axes[0].get_legend().get_texts()[0].get_text()
 
 
@@ -636,6 +689,7 @@ def scores_csvs(tmp_path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
@@ -702,6 +756,7 @@ def test_step_names_a_missing_paper_table(figure, tmp_path, capsys):
     assert str(missing) in line and "no such file" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("figure", ["accuracy", "attack", "tradeoff"])
 def test_step_names_the_file_and_column_it_lacks(figure, paper_csv, tmp_path, capsys):
     make_paper_table().drop(columns="ci_high").to_csv(paper_csv, index=False)
@@ -710,6 +765,7 @@ def test_step_names_the_file_and_column_it_lacks(figure, paper_csv, tmp_path, ca
     assert str(paper_csv) in line and "missing column(s) ci_high" in line
 
 
+@pytest.mark.slow
 def test_step_names_a_metric_the_table_lacks(paper_csv, tmp_path, capsys):
     table = make_paper_table()
     table[table["metric"] != TPR].to_csv(paper_csv, index=False)
@@ -782,6 +838,7 @@ def test_save_figure_needs_a_png_path(tmp_path):
         figures.save_figure(figures.training_curves(make_histories()), tmp_path / "curves.pdf")
 
 
+@pytest.mark.slow
 def test_a_method_without_a_style_is_drawn_in_a_spare_one():
     table = make_paper_table().replace({"method": {"dst": "newdefense"}})
     figure = figures.attack_vs_density(table)
@@ -793,8 +850,6 @@ def test_a_method_without_a_style_is_drawn_in_a_spare_one():
 
 
 def test_every_method_has_its_own_style():
-    from safecompress.config.specs import METHODS
-
     assert set(figures.METHOD_STYLE) == {"dense", *METHODS}
     styles = [(style.color, style.marker) for style in figures.METHOD_STYLE.values()]
     assert len(set(styles)) == len(styles)
@@ -826,6 +881,7 @@ def test_module_help_lists_every_figure():
         assert figure in result.stdout
 
 
+@pytest.mark.slow
 def test_module_runs_and_fails_with_exit_code_2(paper_csv, tmp_path):
     out = tmp_path / "accuracy.png"
     assert (
@@ -837,27 +893,94 @@ def test_module_runs_and_fails_with_exit_code_2(paper_csv, tmp_path):
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-def test_ablation_figure_draws_numeric_and_named_sweeps():
-    """lambda and N sweeps on a numeric axis; strategy sets and settings by name."""
-    variants = ["lambda_0.0", "lambda_2.0", "n_1", "set_growth_criteria", "setting_loss_gap"]
-    table = pd.DataFrame(
-        [
-            {
-                "dataset": "digits",
-                "method": "safecompress",
-                "variant": variant,
-                "density": 0.1,
-                "seed": seed,
-                "attack": "rmia",
-                "task_acc": 0.9 - 0.01 * i,
-                "auc": 0.55 + 0.01 * seed,
-            }
-            for i, variant in enumerate(variants)
-            for seed in (0, 1)
-        ]
+def make_ablation_table(variants, density=0.1, seeds=(0, 1), attacks=ATTACKS) -> pd.DataFrame:
+    """ablation.csv's seed statistics: each SafeCompress variant at the ablation density."""
+    models = [(DATASETS[0], "safecompress", variant, density) for variant in variants]
+    return make_paper_table(make_summary(seeds, attacks, models))
+
+
+def test_ablation_figure_draws_each_sweep_in_value_order_with_intervals():
+    """A column per sweep, its values evenly spaced in numeric (lambda, N) or name order,
+    long names wrapped; the bars are the seed statistics' 95 % intervals."""
+    variants = ["lambda_10.0", "lambda_2.0", "n_1", "set_growth_criteria", "setting_loss_gap"]
+    stats = make_ablation_table(variants)
+    figure = figures.ablation(stats, "loss")
+    top = figure.axes[:4]
+    assert [axes.get_xlabel() for axes in top] == list(figures.ABLATION_SWEEPS.values())
+    ticks = [[label.get_text() for label in axes.get_xticklabels()] for axes in top]
+    assert ticks == [["2.0", "10.0"], ["1"], ["growth\ncriteria"], ["loss gap"]]
+    lambda_auc = stats[
+        (stats["variant"] == "lambda_10.0")
+        & (stats["attack"] == "loss")
+        & (stats["metric"] == "auc")
+    ].iloc[0]
+    assert vertical_bars(figure.axes[4])[1.0] == pytest.approx(
+        (lambda_auc["ci_low"], lambda_auc["ci_high"])
     )
-    figure = figures.ablation(table, "rmia")
-    strongest = figures.ablation(table.assign(strongest=True), "strongest")
+    strongest = figures.ablation(stats, "strongest")
     assert any("strongest attack" in axes.get_ylabel() for axes in strongest.axes)
-    labels = [axes.get_xlabel() for axes in figure.axes]
-    assert {"Safety weight λ", "Number of candidates N", "Strategy set", "Setting"} <= set(labels)
+
+
+# --- no text on top of other text ---
+
+EVIDENCE_ATTACKS = ("loss", "entropy", "modified_entropy", "nn", "nasr", "whitebox", "lira", "rmia")
+# config/evidence.yaml's ablation (and an N sweep): a dozen variants at density 0.1
+EVIDENCE_VARIANTS = (
+    "lambda_0.0",
+    "lambda_3.0",
+    "lambda_10.0",
+    "n_2",
+    "set_no_global_budget",
+    "set_no_leakage_growth",
+    "set_no_leakage_prune",
+    "set_random_init",
+    "setting_loss_gap",
+    "setting_no_lookahead",
+    "setting_rigl_schedule",
+    "setting_adv_weight_1",
+)
+
+OVERLAP_FIGURES: dict[str, Callable[[], Figure]] = {
+    **FIGURES,
+    "tradeoff_variants": lambda: figures.tradeoff(
+        make_paper_table(), "loss", make_ablation_table(EVIDENCE_VARIANTS)
+    ),
+    "ablation": lambda: figures.ablation(make_ablation_table(EVIDENCE_VARIANTS), "loss"),
+    "layer_density_twenty_layers": lambda: figures.layer_density(make_layers(20)),
+    "candidates": lambda: figures.candidate_trajectory(
+        pd.DataFrame(
+            {
+                "step": np.repeat(np.arange(0, 400, 40), 4),
+                "val_acc": np.linspace(0.7, 0.8, 40),
+                "advantage": np.linspace(0.3, 0.0, 40),
+                "selected": np.tile([True, False, False, False], 10),
+            }
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", OVERLAP_FIGURES)
+def test_no_two_labels_overlap(name):
+    assert overlapping_labels(OVERLAP_FIGURES[name]()) == []
+
+
+def test_evidence_sized_tradeoff_has_no_overlapping_labels(tmp_path):
+    """The evidence run's trade-off (config/evidence.yaml): dense and every method at
+    densities 0.1 and 0.05, five seeds, eight attacks, a dozen ablation variants crowding the
+    density-0.1 panels; every text, the variants' numbers included, stands clear of the rest."""
+    seeds = tuple(range(5))
+    models = model_grid(("fashion_mnist",), (0.1, 0.05))
+    assert {method for _, method, _, _ in models} == {"dense", *METHODS}
+    variants = [("fashion_mnist", "safecompress", variant, 0.1) for variant in EVIDENCE_VARIANTS]
+    figure = figures.tradeoff(
+        make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, models)),
+        "strongest",
+        make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, variants)),
+    )
+    crowded = figure.axes[0]
+    numbers = [int(text.get_text()) for text in crowded.texts if text.get_text()]
+    assert sorted(numbers) == list(range(1, 13))
+    assert overlapping_labels(figure) == []
+    figures.save_figure(figure, tmp_path / "tradeoff.png")
+    assert_png_and_pdf(tmp_path / "tradeoff.png")

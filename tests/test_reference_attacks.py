@@ -213,6 +213,7 @@ def memorising():
     return is_member, scores
 
 
+@pytest.mark.slow
 def test_reference_attacks_beat_the_loss_attack_at_low_fpr(memorising):
     """LiRA's point (Carlini et al.): a per-sample calibrated attack finds the memorised
     members at low FPR, where a global loss threshold is swamped by easy non-members. 200

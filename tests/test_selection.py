@@ -97,6 +97,7 @@ def memorising_model():
     return model, Samples(x[:64], y[:64]), Samples(x[64:], y[64:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("score", ["loss_auc", "loss_gap"])
 def test_safety_test_finds_a_memorising_model_leaky(score):
     model, members, nonmembers = memorising_model()
@@ -110,6 +111,7 @@ def test_safety_test_refuses_an_unknown_score():
         SafetyTest("telepathy", Samples(torch.zeros(2, 1), torch.zeros(2).long()), None)
 
 
+@pytest.mark.slow
 def test_loss_gradients_are_the_mean_loss_gradient_and_leave_grad_alone():
     model, members, _ = memorising_model()
     weights = {"0": model[0].weight, "2": model[2].weight}

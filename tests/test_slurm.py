@@ -5,13 +5,14 @@ with its placeholders filled in where Snakemake finds `--profile slurm`, takes t
 and account from sinfo and sacctmgr, never overwrites a different profile without --force,
 and says what to pass when it cannot find them.
 
-On a real single-node cluster (marker `slurm`): the profile installed by the script into a
-temporary XDG_CONFIG_HOME, the workflow run with exactly `--profile slurm`: every job is an
-sbatch job, the training and compression jobs get the (fake) GPU of the type given to the
-script, the results equal a local run's, and a failing SLURM job is reported and recovered
-from. The cluster (munged, slurmctld, slurmd with one fake GPU) is started by
-scripts/slurm-cluster.sh in a temporary directory and stopped at the end of the module; as
-root the script installs the Debian packages when they are missing."""
+On a real single-node cluster (markers `slurm` and `slow`): the profile installed by the
+script into a temporary XDG_CONFIG_HOME, the workflow run with exactly `--profile slurm` on the
+smallest grid that has every kind of job (SLURM_GRID): every job is an sbatch job, the training
+and compression jobs get the (fake) GPU of the type given to the script, the results equal a
+local run of the same grid, and a failing SLURM job is reported and recovered from. The
+cluster (munged, slurmctld, slurmd with one fake GPU) is started by scripts/slurm-cluster.sh
+in a temporary directory and stopped at the end of the module; as root the script installs
+the Debian packages when they are missing."""
 
 import json
 import os
@@ -28,15 +29,32 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, TINY, snakemake_command
+from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, changed, snakemake_command
 
 TEMPLATE = REPO / "profiles" / "slurm" / "profile.yaml"
 INSTALL = REPO / "scripts" / "install-profile.sh"
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"
 GPU_RULES = {"train_dense", "train_shadow", "compress"}
-TIMEOUT = 480  # seconds for one workflow run; the module takes ~4 min on 2 cores
-# The SLURM run is limited to the summary and one figure (a rule without resources of its
-# own): on 2 cores each SLURM job costs ~10 s, most of it snakemake and torch starting up.
+# The smallest grid with every kind of job these tests look at: the split, the dense and one
+# shadow model, two compression methods (DST, and SafeCompress with its safety test), the
+# attack of each model, the summary and a figure (a rule without resources of its own); one
+# density, seed and attack, no ablation, one GPU for each training and compression job. Ten
+# jobs, the four GPU ones one after another; each costs a few CPU-seconds, most of it
+# snakemake and torch starting up. The local run of the comparison runs the same grid.
+SLURM_GRID = {
+    "methods": ["dst", "safecompress"],
+    "densities": [0.2],
+    "shadow.n_models": 1,
+    "evaluation.attacks": ["loss"],
+    "evaluation.tradeoff_attack": "loss",
+    "evaluation.roc_density": 0.2,
+    "ablation.density": 0.2,
+    "ablation.lambdas": [],
+    "ablation.n_candidates": [],
+    "ablation.strategy_sets": {},
+    "ablation.settings": {},
+    "resources.gpu": 1,
+}
 TARGETS = ["results/tables/summary.csv", "results/figures/digits/training_curves.png"]
 
 # On top of the installed profile, only speed and evidence: partition, account (none: the
@@ -117,7 +135,7 @@ def run_install(env: dict[str, str], *args: str, cwd: Path | None = None):
         text=True,
         env=env,
         cwd=cwd,
-        timeout=120,
+        timeout=HUNG_STEP_S,
     )
 
 
@@ -156,12 +174,13 @@ def snakemake_reads(name: str, env: dict[str, str], cwd: Path) -> dict:
         text=True,
         env=env,
         cwd=cwd,
-        timeout=120,
+        timeout=HUNG_STEP_S,
     )
     assert read.returncode == 0, read.stderr[-3000:]
     return json.loads(read.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xdg", ["absolute", "unset", "relative"])
 def test_install_writes_where_snakemake_looks(fake, tmp_path, xdg):
     """XDG_CONFIG_HOME when absolute, else ~/.config, as Snakemake (platformdirs) has it."""
@@ -192,6 +211,7 @@ def profile_settings(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cluster_kind", ["accounting", "no accounting"])
 def test_install_fills_in_the_template_and_nothing_else(fake, tmp_path, cluster_kind):
     commands = WITH_ACCOUNTING if cluster_kind == "accounting" else NO_ACCOUNTING
@@ -241,6 +261,7 @@ def test_the_template_still_works_as_a_path(fake):
     assert read["default_resources"]["slurm_account"] == "<your_account>"
 
 
+@pytest.mark.slow
 def test_install_is_idempotent_and_replaces_only_with_force(fake, tmp_path):
     env = fake.make(XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     directory = tmp_path / "xdg" / "snakemake" / "slurm"
@@ -356,7 +377,7 @@ class Cluster:
             capture_output=True,
             text=True,
             env=self.env,
-            timeout=30,
+            timeout=HUNG_STEP_S,
             check=True,
         )
         jobs = {}
@@ -388,7 +409,9 @@ def cluster(tmp_path_factory, request) -> Cluster:
     script_env = {**os.environ, **ports}
 
     def stop():
-        subprocess.run(["bash", str(CLUSTER), "stop", str(directory)], env=script_env, timeout=120)
+        subprocess.run(
+            ["bash", str(CLUSTER), "stop", str(directory)], env=script_env, timeout=HUNG_STEP_S
+        )
 
     request.addfinalizer(stop)  # before starting: a half-started cluster is stopped too
     started = subprocess.run(
@@ -396,7 +419,7 @@ def cluster(tmp_path_factory, request) -> Cluster:
         capture_output=True,
         text=True,
         env=script_env,
-        timeout=900,  # includes apt-get on a fresh machine
+        timeout=HUNG_RUN_S,  # includes apt-get on a fresh machine
     )
     assert started.returncode == 0, started.stderr[-3000:]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -429,42 +452,47 @@ def run_slurm(env: dict[str, str], workdir: Path, configfiles: list[Path]):
     """`snakemake --profile slurm`, as typed, from the run's own directory."""
     args = snakemake_args(workdir, configfiles, "--profile", "slurm", *TEST_FLAGS)
     return subprocess.run(
-        args, capture_output=True, text=True, env=env, cwd=workdir, timeout=TIMEOUT
+        args, capture_output=True, text=True, env=env, cwd=workdir, timeout=HUNG_RUN_S
     )
 
 
 @pytest.fixture(scope="module")
-def gpu_config(tmp_path_factory) -> list[Path]:
-    """The tiny config, with one GPU per training and compression job (merged over TINY)."""
-    overlay = tmp_path_factory.mktemp("config") / "gpu.yaml"
-    resources = {**yaml.safe_load(TINY.read_text())["resources"], "gpu": 1}
-    overlay.write_text(yaml.safe_dump({"resources": resources}))
-    return [TINY, overlay]
+def grid_config(tmp_path_factory) -> list[Path]:
+    """The tiny config cut down to SLURM_GRID, as one complete file (Snakemake merges a
+    second --configfile key by key, so an overlay could not empty the ablation sweeps)."""
+    config = yaml.safe_load(TINY.read_text())
+    for key, value in SLURM_GRID.items():
+        config = changed(config, key, value)
+    path = tmp_path_factory.mktemp("config") / "slurm-grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return [path]
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, slurm_env, gpu_config, tmp_path_factory):
-    """The same config run through SLURM and, at the same time, locally."""
+def runs(cluster, slurm_env, grid_config, tmp_path_factory):
+    """The same grid run through SLURM and, at the same time, locally."""
     slurm_dir = tmp_path_factory.mktemp("slurm_run")
     local_dir = tmp_path_factory.mktemp("local_run")
     # The local run mostly uses the core that the serialised GPU jobs leave idle.
     local = subprocess.Popen(
-        snakemake_args(local_dir, gpu_config, "--cores", "1"),
+        snakemake_args(local_dir, grid_config, "--cores", "1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=cluster.env,
     )
     try:
-        slurm = run_slurm(slurm_env, slurm_dir, gpu_config)
-        _, local_stderr = local.communicate(timeout=TIMEOUT)
+        slurm = run_slurm(slurm_env, slurm_dir, grid_config)
+        _, local_stderr = local.communicate(timeout=HUNG_RUN_S)
     finally:
         if local.poll() is None:
             local.kill()
-            local.wait(timeout=30)
+            local.wait(timeout=HUNG_STEP_S)
     assert local.returncode == 0, local_stderr[-3000:]
     assert slurm.returncode == 0, slurm.stderr[-5000:]
-    return SimpleNamespace(slurm_dir=slurm_dir, local_dir=local_dir, log=slurm.stderr)
+    return SimpleNamespace(
+        slurm_dir=slurm_dir, local_dir=local_dir, log=slurm.stderr, local_log=local_stderr
+    )
 
 
 def run_id(log: str) -> str:
@@ -477,11 +505,17 @@ def rule_of(job: dict[str, str]) -> str:
     return re.match(r"rule_(.+?)(_wildcards_|$)", job["Comment"]).group(1)
 
 
+def steps_done(log: str) -> tuple[int, int]:
+    """(done, total) of a run's last progress line."""
+    return tuple(map(int, re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)[-1]))
+
+
 @pytest.mark.slurm
 def test_every_job_ran_under_slurm(runs, cluster):
     submitted = dict(SUBMITTED.findall(runs.log))
-    done, total = map(int, re.findall(r"(\d+) of (\d+) steps \(100%\) done", runs.log)[-1])
+    done, total = steps_done(runs.log)
     assert done == total
+    assert (done, total) == steps_done(runs.local_log)  # the local run: the same jobs
     assert len(submitted) == total  # no job ran on the submitting host
     for log in submitted.values():  # the jobstep's own log, kept by the flag above
         assert "--executor slurm-jobstep" in Path(log).read_text()
@@ -526,12 +560,12 @@ def test_results_equal_a_local_run(runs):
 
 
 @pytest.mark.slurm
-def test_a_failing_job_is_reported_and_a_rerun_recovers(runs, cluster, slurm_env, gpu_config):
+def test_a_failing_job_is_reported_and_a_rerun_recovers(runs, cluster, slurm_env, grid_config):
     # Corrupt an input of one job only: the training curves figure reads the histories.
     history = runs.slurm_dir / "results/digits/dense/density1.0/seed0/history.csv"
     original = history.read_bytes()
     history.write_text("not a training history\n")
-    failed = run_slurm(slurm_env, runs.slurm_dir, gpu_config)
+    failed = run_slurm(slurm_env, runs.slurm_dir, grid_config)
     assert failed.returncode != 0
     assert "Error in rule figure_training" in failed.stderr
     reported = re.search(r"SLURM-job '(\d+)' failed, SLURM status is: 'FAILED'", failed.stderr)
@@ -542,7 +576,7 @@ def test_a_failing_job_is_reported_and_a_rerun_recovers(runs, cluster, slurm_env
     assert "Error in rule figure_training" in slurm_log.read_text()
 
     history.write_bytes(original)  # the fault removed: only the failed job runs again
-    rerun = run_slurm(slurm_env, runs.slurm_dir, gpu_config)
+    rerun = run_slurm(slurm_env, runs.slurm_dir, grid_config)
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     resubmitted = cluster.jobs(run_id(rerun.stderr))
     assert [rule_of(job) for job in resubmitted.values()] == ["figure_training"]

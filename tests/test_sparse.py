@@ -82,6 +82,7 @@ def leakage_context(model, optimizer, generator, seed=2):
     return UpdateContext(optimizer, generator, *grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("growth", ["random", "gradient", "momentum", "leakage"])
 @pytest.mark.parametrize("prune", ["magnitude", "leakage"])
 def test_every_update_keeps_exact_active_counts(growth, prune):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import SHORT_TRAINING
+from helpers import HUNG_STEP_S, SHORT_TRAINING
 from safecompress.data.batches import TrainBatches
 from safecompress.data.splits import Samples
 from safecompress.training import loop
@@ -34,17 +34,59 @@ def step(name, *args):
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=HUNG_STEP_S,
     )
 
 
+# Every step's `--help` in one interpreter (one start-up of torch instead of one per step):
+# each module run as `python -m` runs it (runpy, as __main__), its exit code and output kept.
+ALL_HELPS = """
+import contextlib, io, json, runpy, sys
+shown = {}
+for name in sys.argv[1:]:
+    sys.argv, out, err = ["-m", "--help"], io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(f"safecompress.steps.{name}", run_name="__main__", alter_sys=True)
+            code = None
+        except SystemExit as exit:
+            code = exit.code
+    shown[name] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+json.dump(shown, sys.__stdout__)
+"""
+
+
+@pytest.fixture(scope="module")
+def helps():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    shown = subprocess.run(
+        [sys.executable, "-c", ALL_HELPS, *STEPS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=HUNG_STEP_S,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    return json.loads(shown.stdout)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STEPS)
-def test_every_step_has_a_help(name):
-    result = step(name, "--help")
-    assert result.returncode == 0, result.stderr
-    assert f"python -m safecompress.steps.{name}" in result.stdout
+def test_every_step_has_a_help(helps, name):
+    shown = helps[name]
+    assert shown["code"] == 0, shown["stderr"]
+    assert f"python -m safecompress.steps.{name}" in shown["stdout"]
 
 
+@pytest.fixture(scope="module")
+def split_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("split") / "split.csv"
+    assert step("split", "--dataset", "digits", "--out", str(path)).returncode == 0
+    return path
+
+
+@pytest.mark.slow
 def test_unknown_data_set_is_one_clear_line(tmp_path):
     result = step("split", "--dataset", "mnist", "--out", str(tmp_path / "split.csv"))
     assert result.returncode == 2
@@ -52,6 +94,7 @@ def test_unknown_data_set_is_one_clear_line(tmp_path):
     assert not (tmp_path / "split.csv").exists()
 
 
+@pytest.mark.slow
 def test_missing_split_file_names_the_file(tmp_path):
     result = step(
         "train",
@@ -69,6 +112,7 @@ def test_missing_split_file_names_the_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("section", "value", "message"),
     [
@@ -78,13 +122,13 @@ def test_missing_split_file_names_the_file(tmp_path):
         ("model", {"arch": "lstm"}, "config key model.arch: 'lstm' is not one of"),
     ],
 )
-def test_a_partial_or_wrong_section_by_hand_is_one_clear_line(tmp_path, section, value, message):
+def test_a_partial_or_wrong_section_by_hand_is_one_clear_line(
+    split_file, tmp_path, section, value, message
+):
     """A section given as JSON is checked like the config file: one line naming the key."""
-    split = tmp_path / "split.csv"
-    assert step("split", "--dataset", "digits", "--out", str(split)).returncode == 0
     result = step(
         "compress",
-        *("--dataset", "digits", "--split", str(split), "--method", "magnitude"),
+        *("--dataset", "digits", "--split", str(split_file), "--method", "magnitude"),
         *("--density", "0.1", "--dense", "no-model.safetensors"),
         *("--out-dir", str(tmp_path / "out"), f"--{section}", json.dumps(value)),
     )
@@ -93,17 +137,18 @@ def test_a_partial_or_wrong_section_by_hand_is_one_clear_line(tmp_path, section,
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+@pytest.mark.slow
 def test_bad_json_is_one_clear_line(tmp_path):
     result = step("split", "--dataset", "digits", "--out", "x.csv", "--data", "{digits: 1}")
     assert result.returncode == 2
     assert "argument --data: not valid JSON" in result.stderr
 
 
-def test_split_files_are_byte_identical_across_runs(tmp_path):
-    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    for path in (first, second):
-        assert step("split", "--dataset", "digits", "--out", str(path)).returncode == 0
-    assert first.read_bytes() == second.read_bytes()
+@pytest.mark.slow
+def test_split_files_are_byte_identical_across_runs(split_file, tmp_path):
+    again = tmp_path / "again.csv"
+    assert step("split", "--dataset", "digits", "--out", str(again)).returncode == 0
+    assert again.read_bytes() == split_file.read_bytes()
 
 
 def test_training_is_deterministic_for_a_seed():

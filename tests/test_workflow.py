@@ -11,17 +11,20 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from helpers import REPO, TINY, snakemake_command, workflow_env
+from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, snakemake_command, workflow_env
 from safecompress.data.splits import check_split
 
 ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
+DENSITIES = yaml.safe_load(TINY.read_text())["densities"]
 
 pytestmark = pytest.mark.workflow
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     command = snakemake_command(workdir, [TINY], "--cores", "2", *args)
-    return subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=900)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_RUN_S
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,7 @@ def test_numbers_recompute_from_the_saved_per_sample_files(run):
 
 
 def test_safecompress_logs_every_candidate_and_one_selection(run):
-    for density in ("0.2", "0.05"):
+    for density in DENSITIES:
         log = pd.read_csv(run / f"results/digits/safecompress/density{density}/seed0/updates.csv")
         assert len(log) > 0 and log["strategy"].nunique() == 2
         assert (log.groupby("step")["selected"].sum() == 1).all()
@@ -164,7 +167,7 @@ def test_a_second_run_has_nothing_to_do(run):
 
 def test_ablation_variants_change_only_their_setting(run):
     ablation = pd.read_csv(run / "results/tables/ablation.csv")
-    assert set(ablation["variant"]) == {"lambda_0.0", "lambda_5.0", "n_1", "set_growth_criteria"}
+    assert set(ablation["variant"]) == {"lambda_0.0", "n_1", "set_growth_criteria"}
     assert (ablation["method"] == "safecompress").all()
     root = run / "results/digits/ablation"
     one = pd.read_csv(root / "n_1/density0.05/seed0/updates.csv")
@@ -196,7 +199,7 @@ def dry_run_methods(workdir: Path, tmp_path: Path, **changes) -> set[str]:
     path.write_text(yaml.safe_dump(config))
     command = snakemake_command(workdir, [path], "--cores", "1", "--dry-run")
     result = subprocess.run(
-        command, capture_output=True, text=True, env=workflow_env(), timeout=300
+        command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_STEP_S
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return set(re.findall(r"method=([^,\s]+)", result.stdout))

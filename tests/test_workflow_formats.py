@@ -82,6 +82,7 @@ def test_each_data_set_trains_its_own_model(run):
     assert meta["input_shape"] == [32] and meta["hf_config"]["model_type"] == "bert"
 
 
+@pytest.mark.slow
 def test_paper_config_dry_run_shows_the_whole_grid(tmp_path):
     """No data on disk and no download: building the DAG must not touch the data."""
     result = snakemake(tmp_path, "--configfile", str(PAPER), "--dry-run")

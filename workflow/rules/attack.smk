@@ -23,15 +23,51 @@ rule fit_attacker:
         " --shadows {params.shadows} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
+rule train_references:
+    """The K reference models of one recipe (method x density x variant), trained by that
+    recipe on the attacker's K draws of its pool, in one job: what the recipe's targets are
+    attacked with under `evaluation.references: matched`."""
+    input:
+        split=results("{dataset}/split.csv"),
+        teachers=shadow_models,
+    output:
+        results("{dataset}/references/{method}/density{density}/references.csv"),
+    log:
+        results("logs/train_references/{dataset}_{method}_density{density}.log"),
+    benchmark:
+        results("benchmarks/train_references/{dataset}_{method}_density{density}.tsv")
+    wildcard_constraints:
+        method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+    priority: 1
+    conda:
+        ENV
+    threads: config["resources"]["threads"]
+    resources:
+        **TRAINING_RESOURCES,
+    params:
+        shadows=shadow_dirs,
+        config=lambda w: dataset_json(w.dataset, "model", "train"),
+        sections=lambda w: method_sections(w.method),
+        method=lambda w: compressor(w.method)[0],
+        variant=lambda w: compressor(w.method)[1],
+    shell:
+        "python -m safecompress.steps.references --dataset {wildcards.dataset}"
+        " --split {input.split} --method {params.method} --variant {params.variant}"
+        " --density {wildcards.density} --shadows {params.shadows}"
+        " --out-dir $(dirname {output}) --data {params.config[data]:q}"
+        " --model {params.config[model]:q} --train {params.config[train]:q}"
+        " {params.sections} > {log} 2>&1"
+
+
 rule attack:
     """Every evaluation attack on one target model; the attacker knows only its own pool and
-    the shadow models trained on it."""
+    the reference models trained on it (its recipe's, or the dense shadow models)."""
     input:
         split=results("{dataset}/split.csv"),
         model=results(
             "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
         ),
-        shadow=shadow_files,
+        references=reference_files,
         adversaries=adversary_files,
     output:
         table=results("{dataset}/{method}/density{density}/seed{seed}/attacks.csv"),
@@ -46,12 +82,14 @@ rule attack:
     resources:
         **RESOURCES,
     params:
-        shadows=shadow_dirs,
+        references=reference_dirs,
+        kind=lambda w: "matched" if matched(w) else "dense",
         data=lambda w: dataset_json(w.dataset)["data"],
         evaluation=as_json(specs.select(specs.EvaluationSpec, config["evaluation"])),
     shell:
         "python -m safecompress.steps.attack --dataset {wildcards.dataset} --split {input.split}"
-        " --model {input.model} --shadows {params.shadows} --seed {wildcards.seed}"
+        " --model {input.model} --shadows {params.references} --references {params.kind}"
+        " --seed {wildcards.seed}"
         " --adversaries {input.adversaries}"
         " --out-dir $(dirname {output.table}) --data {params.data:q}"
         " --evaluation {params.evaluation:q} > {log} 2>&1"

@@ -197,8 +197,45 @@ def shadow_files(wildcards):
     ]
 
 
+def shadow_models(wildcards):
+    return [f"{directory}/model.safetensors" for directory in shadow_dirs(wildcards)]
+
+
+def matched(wildcards):
+    """Whether a target is attacked with its own recipe's references (the dense target's are
+    the dense shadow models)."""
+    return (
+        config["evaluation"]["references"] == "matched" and wildcards.method != "dense"
+    )
+
+
+def recipe_dir(wildcards):
+    return results(
+        f"{wildcards.dataset}/references/{wildcards.method}/density{wildcards.density}"
+    )
+
+
+def reference_dirs(wildcards):
+    """The reference models an attack reads, k = 0..K-1."""
+    if not matched(wildcards):
+        return shadow_dirs(wildcards)
+    return [
+        f"{recipe_dir(wildcards)}/k{k}" for k in range(config["shadow"]["n_models"])
+    ]
+
+
+def reference_files(wildcards):
+    if not matched(wildcards):
+        return shadow_files(wildcards)
+    return f"{recipe_dir(wildcards)}/references.csv"
+
+
 def adversary_files(wildcards):
-    """The fitted attacker of every configured network attack, for this data set and seed."""
+    """The fitted attacker of every configured network attack, for this data set and seed
+    (fitted in the attack job itself on matched references: they are the target's own).
+    """
+    if matched(wildcards):
+        return []
     return [
         results(
             f"{wildcards.dataset}/attackers/seed{wildcards.seed}/{attack}.safetensors"

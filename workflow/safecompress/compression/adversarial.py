@@ -243,6 +243,12 @@ class AdversarialRegularizer(Callback):
 
             yield penalty
 
+    def frozen(self) -> Callback:
+        """The term against these attackers as they stand, with no attacker step: what models
+        trained beside the loop's (SafeCompress's candidates) train under, so the attackers
+        take the loop's steps only, as many as in `dst_adv`."""
+        return _Frozen(self)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: attackers, optimiser, generator,
         the step count, and the running totals of `summary`."""
@@ -374,6 +380,22 @@ class AdversarialRegularizer(Callback):
     def _reset_totals(self) -> None:
         names = ("attacker_loss", "attacker_correct", "attacker_samples", "attacker_steps")
         self._totals: dict[str, Any] = {name: 0.0 for name in (*names, "penalty", "model_steps")}
+
+
+class _Frozen(Callback):
+    """See `AdversarialRegularizer.frozen`; its state is the regulariser's, saved there."""
+
+    def __init__(self, regularizer: AdversarialRegularizer):
+        self.regularizer = regularizer
+
+    @contextmanager
+    def penalty(self, model: nn.Module) -> Iterator[Penalty]:
+        adversary = self.regularizer
+        if adversary.model_steps <= adversary.start_step:  # the loop's step is counted already
+            yield lambda logits, _labels: logits.new_zeros(())
+            return
+        with adversary._watch(model) as captured:
+            yield lambda logits, labels: adversary.term(logits, labels, captured.get("features"))
 
 
 def regularizer_for(

@@ -51,12 +51,13 @@ def safecompress(
         total_steps,
         {name: job.generator(name) for name in ("updates", "selection")},
     )
+    callbacks = [update]
     if adversarial is not None:
-        # candidates train under the same term as the loop's model
-        update.penalties = (regularizer_for(job, adversarial, model, train.steps_per_epoch),)
-    history = train_sparse(
-        job, model, engine, train, (optimizer, scheduler), [update, *update.penalties]
-    )
+        regularizer = regularizer_for(job, adversarial, model, train.steps_per_epoch)
+        # candidates train under the same term, against attackers only the loop's steps move
+        update.penalties = (regularizer.frozen(),)
+        callbacks.append(regularizer)
+    history = train_sparse(job, model, engine, train, (optimizer, scheduler), callbacks)
     return Compressed(model, history, start, update.table())
 
 

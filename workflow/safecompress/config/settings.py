@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -18,6 +17,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 DATASET_SECTIONS = ("model", "train")
 # The pseudo-attack of the tables and the frontier: each model's attack with the highest AUC.
 STRONGEST_ATTACK = "strongest"
+# What attacks are calibrated on: references trained by each target's recipe, or dense ones.
+REFERENCE_KINDS = ("matched", "dense")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,8 @@ def for_dataset(entry: dict[str, Any], name: str, global_section: Any) -> Any:
 
 
 def _validate(instance: dict[str, Any], against: dict[str, Any]) -> None:
+    import jsonschema  # on first use: steps that read no config (summarize, figures) skip it
+
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(against).iter_errors(instance)
     )

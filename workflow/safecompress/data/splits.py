@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from safecompress.data.sources import load_pool
 from safecompress.io import read_csv
+
+if TYPE_CHECKING:
+    import torch
 
 SPLIT_SETS = (
     "target_train",
@@ -31,8 +33,15 @@ SPLIT_SETS = (
     "shadow_out",
     "reference",
 )
-# What a target model trains on.
+# What a target model trains on, and the samples every evaluation attack judges.
 MEMBER_SETS = ("target_train", "known_members")
+EVALUATED_SETS = ("target_train", "target_out")
+REFERENCE_SEED_OFFSET = 10_000  # reference (shadow) model k trains with seed offset + k
+
+
+def reference_seed(k: int) -> int:
+    """The training seed of reference model k of every recipe, apart from the targets'."""
+    return REFERENCE_SEED_OFFSET + k
 
 
 class SplitError(ValueError):
@@ -118,6 +127,33 @@ def shadow_partition(split: pd.DataFrame, shadow: int) -> tuple[np.ndarray, np.n
     return np.sort(pool[: len(members)]), np.sort(pool[len(members) :])
 
 
+def stand_in_split(split: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The split reference model k of a recipe trains by: the target's sets, played by draw k of
+    the attacker's pool (`shadow_partition`). Its members (`target_train`, with the same share
+    of `known_members` as the target's) are the draw's members; its defender's held-out
+    `reference` set is a share of the draw's non-members (the target's reference : target_out
+    ratio) and its `target_out` the rest, which the reference never touches. Columns `index`,
+    `set`; only those four sets."""
+    members, nonmembers = shadow_partition(split, k)
+    sizes = split["set"].value_counts()
+    rng = np.random.default_rng(k)  # which members are known, which held out: seeded by k
+    members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
+    n_known = round(len(members) * sizes["known_members"] / sizes[list(MEMBER_SETS)].sum())
+    n_held = round(len(nonmembers) * sizes["reference"] / sizes[["reference", "target_out"]].sum())
+    parts = {
+        "target_train": members[n_known:],
+        "known_members": members[:n_known],
+        "target_out": nonmembers[n_held:],
+        "reference": nonmembers[:n_held],
+    }
+    return pd.DataFrame(
+        {
+            "index": np.concatenate([np.sort(rows) for rows in parts.values()]),
+            "set": np.repeat(list(parts), [len(rows) for rows in parts.values()]),
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Samples:
     """Inputs and labels of one set of samples (in host memory unless moved)."""
@@ -144,6 +180,8 @@ class Data:
 
     def take(self, indices: np.ndarray) -> Samples:
         """The samples at these pool indices."""
+        import torch
+
         rows = torch.tensor(indices, dtype=torch.long)  # indexing copies
         return Samples(self.x[rows], self.y[rows])
 
@@ -154,6 +192,8 @@ class Data:
 
 def load_data(spec: dict[str, Any], split_path: str | Path) -> Data:
     """Load the pool, read the split and refuse it unless its sets are disjoint and sized."""
+    import torch  # on first use: the split step (make_split) needs no torch
+
     pool = load_pool(spec)
     split = read_csv(split_path, required=("index", "set"))
     check_split(split, len(pool.y), spec["split"])

@@ -1,11 +1,13 @@
-"""Uncertainty of the attack metrics: bootstrap intervals, paired differences, seed intervals.
+"""Uncertainty of the attack metrics: bootstrap intervals, paired differences, ROC bands,
+seed intervals.
 
 The bootstrap resamples members and non-members separately (stratified): the evaluation set
 fixes how many of each there are, and a fixed non-member count keeps every low-FPR metric
 resolvable in every resample. `scipy.stats.bootstrap` resamples the sample *indices*, so one
-draw serves every metric of a model, and both models of a paired difference. The metrics of
-a whole batch of resamples are computed at once from counts on the sorted distinct values
-(AUC as the Mann-Whitney U statistic), so ~1000 resamples of ~900 samples take milliseconds.
+draw serves every metric of a model, both models of a paired difference, and every FPR of a
+pointwise ROC band. The metrics of a whole batch of resamples are computed at once from counts
+on the sorted distinct values (AUC as the Mann-Whitney U statistic), so ~1000 resamples of
+~900 samples take milliseconds.
 
 Method 'percentile', not BCa: TPR at low FPR is an order statistic of the non-member scores,
 for which the jackknife that BCa needs for its acceleration is not consistent (as for the
@@ -21,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 
 from safecompress.privacy.metrics import (
     ATTACK_METRICS,
@@ -40,6 +41,8 @@ METHOD = "percentile"
 # Resamples go through in batches of about this many (resample, sample) cells: memory stays
 # bounded at paper scale (tens of thousands of samples) and the small case is one batch.
 BATCH_CELLS = 2**21
+# FPRs of a ROC band, spaced evenly on a log scale from the smallest resolvable one.
+ROC_GRID_POINTS = 60
 # The metrics that read hard member predictions rather than continuous scores.
 PREDICTION_METRICS = ("attack_acc", "advantage")
 # Metrics of a batch of resamples: (member indices, non-member indices), each
@@ -47,104 +50,100 @@ PREDICTION_METRICS = ("attack_acc", "advantage")
 ResampledStatistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-class ResampleRanks(NamedTuple):
-    """Where each resample's members fall among its non-members, on the distinct score values
-    of the original sample (ascending, D of them): `member_values` (resamples, n_m) is each
-    drawn member's value index, `nonmembers_below` (resamples, D + 1) counts the drawn
-    non-members below each value (the last column: all of them).
+def _stats():
+    """scipy.stats, imported on first use: the import takes about a second, and most figure
+    steps, which reach this module through the reporting tables, never call it."""
+    import scipy.stats
 
-    Every rank metric of a resample is read off these, so the AUC and each TPR cost a few
-    O(resamples x n) passes instead of a sort per resample.
+    return scipy.stats
+
+
+class ValueCodes(NamedTuple):
+    """Each member's and non-member's index among the D distinct scores of both (ascending)."""
+
+    members: np.ndarray
+    nonmembers: np.ndarray
+    n_values: int
+
+
+class ResampleRanks(NamedTuple):
+    """How many drawn members and drawn non-members score below each distinct value of the
+    original sample, per resample: `members_below` and `nonmembers_below`, each (resamples,
+    D + 1), the last column counting all of them.
+
+    Every rank metric of a resample is read off these, so the AUC and the TPR at any number of
+    FPRs cost a few O(resamples x n) passes instead of a sort per resample.
     """
 
-    member_values: np.ndarray
+    members_below: np.ndarray
     nonmembers_below: np.ndarray
 
 
-def _value_codes(
-    member_scores: np.ndarray, nonmember_scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Index of each score among the distinct values of both groups: (members, non-members, D)."""
+def value_codes(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> ValueCodes:
+    """`ValueCodes` of the scores: computed once, then shared by every batch of resamples."""
     _, codes = np.unique(np.r_[member_scores, nonmember_scores], return_inverse=True)
-    return codes[: len(member_scores)], codes[len(member_scores) :], int(codes.max()) + 1
+    return ValueCodes(
+        codes[: len(member_scores)], codes[len(member_scores) :], int(codes.max()) + 1
+    )
 
 
-def _ranks(
-    member_codes: np.ndarray,
-    nonmember_codes: np.ndarray,
-    n_values: int,
-    member_idx: np.ndarray,
-    nonmember_idx: np.ndarray,
-) -> ResampleRanks:
-    """`ResampleRanks` from precomputed value codes: one bincount and one cumsum."""
-    n_resamples = len(nonmember_idx)
-    cells = (nonmember_codes[nonmember_idx] + np.arange(n_resamples)[:, None] * n_values).ravel()
+def _counts_below(codes: np.ndarray, idx: np.ndarray, n_values: int) -> np.ndarray:
+    """(resamples, n_values + 1): drawn samples below each value, one bincount and one cumsum."""
+    n_resamples = len(idx)
+    cells = (codes[idx] + np.arange(n_resamples)[:, None] * n_values).ravel()
     counts = np.bincount(cells, minlength=n_resamples * n_values).reshape(n_resamples, n_values)
-    nonmembers_below = np.zeros((n_resamples, n_values + 1), dtype=counts.dtype)
-    np.cumsum(counts, axis=1, out=nonmembers_below[:, 1:])
-    return ResampleRanks(member_codes[member_idx], nonmembers_below)
+    below = np.zeros((n_resamples, n_values + 1), dtype=counts.dtype)
+    np.cumsum(counts, axis=1, out=below[:, 1:])
+    return below
 
 
 def resample_ranks(
-    member_scores: np.ndarray,
-    nonmember_scores: np.ndarray,
-    member_idx: np.ndarray,
-    nonmember_idx: np.ndarray,
+    codes: ValueCodes, member_idx: np.ndarray, nonmember_idx: np.ndarray
 ) -> ResampleRanks:
-    """`ResampleRanks` of the resamples whose rows index the member and non-member scores."""
-    return _ranks(*_value_codes(member_scores, nonmember_scores), member_idx, nonmember_idx)
+    """`ResampleRanks` of the resamples whose rows index the members and the non-members."""
+    return ResampleRanks(
+        _counts_below(codes.members, member_idx, codes.n_values),
+        _counts_below(codes.nonmembers, nonmember_idx, codes.n_values),
+    )
 
 
 def auc_of_ranks(ranks: ResampleRanks) -> np.ndarray:
     """AUC of each resample as the Mann-Whitney U statistic over n_m * n_n pairs: a member
     wins against every non-member valued below it and half-wins against every tie, i.e. it
     scores the mean of the non-member counts below its value and below the next value."""
+    members_at = np.diff(ranks.members_below, axis=1)
     below = ranks.nonmembers_below
-    twice_wins = below[:, :-1] + below[:, 1:]
-    wins = np.take_along_axis(twice_wins, ranks.member_values, axis=1).sum(axis=1) / 2
-    return wins / (ranks.member_values.shape[1] * below[:, -1])
+    twice_wins = (members_at * (below[:, :-1] + below[:, 1:])).sum(axis=1)
+    return twice_wins / 2 / (ranks.members_below[:, -1] * below[:, -1])
 
 
-def _false_positives_allowed(n_nonmembers: int, max_fpr: float) -> int:
+def _false_positives_allowed(n_nonmembers: int, max_fpr: np.ndarray) -> np.ndarray:
     """Largest k with k / n_nonmembers <= max_fpr, computed as the ROC's FPRs are."""
-    return int(np.count_nonzero(np.arange(n_nonmembers + 1) / n_nonmembers <= max_fpr)) - 1
+    return np.searchsorted(np.arange(n_nonmembers + 1) / n_nonmembers, max_fpr, "right") - 1
 
 
-def tpr_at_fpr_of_ranks(ranks: ResampleRanks, max_fpr: float) -> np.ndarray:
-    """TPR at FPR <= max_fpr of each resample, as `metrics.tpr_at_fpr` (0: `tpr_at_zero_fpr`).
+def tpr_at_fpr_of_ranks(ranks: ResampleRanks, max_fpr: float | np.ndarray) -> np.ndarray:
+    """TPR at FPR <= max_fpr of each resample, as `metrics.tpr_at_fpr` (0: `tpr_at_zero_fpr`):
+    (resamples,) for one FPR, (resamples, FPRs) for an array of them.
 
     With k false positives allowed, the best ROC point flags the values at or above which at
     most k non-members score: all values from the first one with at least n_n - k
-    non-members below it. The TPR is the share of members on those values.
+    non-members below it. The TPR is the share of members on those values. The counts grow
+    along each row, so one `searchsorted` finds that value for every resample and FPR, each
+    row shifted past the one before it.
     """
-    n_nonmembers = ranks.nonmembers_below[:, -1]
-    allowed = _false_positives_allowed(int(n_nonmembers[0]), max_fpr)
-    first_flagged = np.count_nonzero(
-        ranks.nonmembers_below[:, :-1] < n_nonmembers[:, None] - allowed, axis=1
-    )
-    return (ranks.member_values >= first_flagged[:, None]).mean(axis=1)
-
-
-def resampled_auc(
-    member_scores: np.ndarray,
-    nonmember_scores: np.ndarray,
-    member_idx: np.ndarray,
-    nonmember_idx: np.ndarray,
-) -> np.ndarray:
-    """AUC of each resample, a row of each index matrix (Mann-Whitney, ties counting half)."""
-    return auc_of_ranks(resample_ranks(member_scores, nonmember_scores, member_idx, nonmember_idx))
-
-
-def resampled_tpr_at_fpr(
-    member_scores: np.ndarray,
-    nonmember_scores: np.ndarray,
-    member_idx: np.ndarray,
-    nonmember_idx: np.ndarray,
-    max_fpr: float,
-) -> np.ndarray:
-    """TPR at FPR <= max_fpr of each resample, a row of each index matrix."""
-    ranks = resample_ranks(member_scores, nonmember_scores, member_idx, nonmember_idx)
-    return tpr_at_fpr_of_ranks(ranks, max_fpr)
+    members_below, nonmembers_below = ranks
+    n_resamples, n_values = nonmembers_below.shape[0], nonmembers_below.shape[1] - 1
+    n_nonmembers = int(nonmembers_below[0, -1])  # the same in every stratified resample
+    fprs = np.asarray(max_fpr, dtype=float)
+    enough = n_nonmembers - _false_positives_allowed(n_nonmembers, fprs.ravel())
+    row = np.arange(n_resamples)[:, None]
+    shifted = nonmembers_below[:, :-1] + row * (n_nonmembers + 1)
+    first_flagged = np.searchsorted(shifted.ravel(), enough + row * (n_nonmembers + 1))
+    first_flagged -= row * n_values
+    n_members = members_below[:, -1:]
+    flagged = n_members - np.take_along_axis(members_below, first_flagged, axis=1)
+    return (flagged / n_members).reshape(n_resamples, *fprs.shape)
 
 
 def resampled_balanced_accuracy(
@@ -170,10 +169,10 @@ def _resampled_statistic(
     unknown = sorted(set(metrics) - set(ATTACK_METRICS))
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(ATTACK_METRICS)}")
-    member_codes, nonmember_codes, n_values = _value_codes(scores[is_member], scores[~is_member])
+    codes = value_codes(scores[is_member], scores[~is_member])
 
     def statistic(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
-        ranks = _ranks(member_codes, nonmember_codes, n_values, member_idx, nonmember_idx)
+        ranks = resample_ranks(codes, member_idx, nonmember_idx)
         accuracy = None
         rows = []
         for metric in metrics:
@@ -208,7 +207,7 @@ def _stratified_bootstrap(
         )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    result = scipy.stats.bootstrap(
+    result = _stats().bootstrap(
         (np.arange(n_members), np.arange(n_nonmembers)),
         lambda member_idx, nonmember_idx, axis: statistic(member_idx, nonmember_idx),
         n_resamples=n_resamples,
@@ -331,6 +330,79 @@ def paired_differences(
     return results
 
 
+def accuracy_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """(acc(a) - acc(b), low, high) of two models on the same test samples, with a paired
+    percentile-bootstrap 95 % interval."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"the two models were scored on {len(a)} and {len(b)} samples")
+    difference = float(a.mean() - b.mean())
+    if np.array_equal(a, b):
+        return difference, difference, difference
+    interval = (
+        _stats()
+        .bootstrap(
+            (a - b,),
+            np.mean,
+            n_resamples=n_resamples,
+            method=METHOD,
+            rng=np.random.default_rng(seed),
+        )
+        .confidence_interval
+    )
+    return difference, float(interval.low), float(interval.high)
+
+
+class RocBand(NamedTuple):
+    """TPR at each FPR of a grid: the point estimate and a pointwise bootstrap interval."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def roc_fpr_grid(n_nonmembers: int, n_points: int = ROC_GRID_POINTS) -> np.ndarray:
+    """FPRs that `n_nonmembers` resolve, k / n_nonmembers for k from 1 to all of them, spaced
+    evenly on a log scale (about `n_points` of them; fewer when there are few non-members)."""
+    if n_nonmembers < 1:
+        raise ValueError(f"the ROC needs non-members, got {n_nonmembers}")
+    false_positives = np.unique(np.rint(np.geomspace(1, n_nonmembers, n_points)).astype(int))
+    return false_positives / n_nonmembers
+
+
+def roc_band(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    n_resamples: int,
+    seed: int | np.random.Generator,
+    confidence: float = 0.95,
+    fprs: np.ndarray | None = None,
+) -> RocBand:
+    """TPR at each FPR of `fprs` (default: `roc_fpr_grid`) and its pointwise percentile
+    interval over the same stratified resamples as every other interval here, so every
+    resample resolves the same FPRs. An FPR below 1 / (number of non-members) cannot be
+    measured and is refused."""
+    is_member, scores = membership_scores(is_member, scores)
+    n_members, n_nonmembers = np.count_nonzero(is_member), np.count_nonzero(~is_member)
+    fprs = roc_fpr_grid(n_nonmembers) if fprs is None else np.asarray(fprs, dtype=float)
+    if (fprs < 1 / n_nonmembers).any() or (fprs > 1).any():
+        raise ValueError(
+            f"FPRs must lie in [1/{n_nonmembers}, 1]: {n_nonmembers} non-members resolve no "
+            "smaller FPR"
+        )
+    codes = value_codes(scores[is_member], scores[~is_member])
+
+    def curve(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
+        return tpr_at_fpr_of_ranks(resample_ranks(codes, member_idx, nonmember_idx), fprs).T
+
+    point = curve(np.arange(n_members)[None], np.arange(n_nonmembers)[None])[:, 0]
+    low, high = _stratified_bootstrap(is_member, curve, n_resamples, seed, confidence)
+    return RocBand(fprs, point, low, high)
+
+
 def seed_t_interval(
     differences: np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float, float]:
@@ -350,9 +422,8 @@ def seed_t_interval(
         return mean, float("nan"), float("nan")
     if np.ptp(values) == 0:
         return float(values[0]), float(values[0]), float(values[0])
-    low, high = scipy.stats.t.interval(
-        confidence, df=len(values) - 1, loc=mean, scale=scipy.stats.sem(values)
-    )
+    stats = _stats()
+    low, high = stats.t.interval(confidence, df=len(values) - 1, loc=mean, scale=stats.sem(values))
     return mean, float(low), float(high)
 
 
@@ -375,8 +446,10 @@ def accuracy_interval(correct: np.ndarray, confidence: float = 0.95) -> dict[str
     """Task accuracy and its Wilson score interval (the binomial interval that stays inside
     [0, 1] and keeps its coverage near 0 and 1)."""
     correct = np.asarray(correct, dtype=bool)
-    ci = scipy.stats.binomtest(int(correct.sum()), len(correct)).proportion_ci(
-        confidence, method="wilson"
+    ci = (
+        _stats()
+        .binomtest(int(correct.sum()), len(correct))
+        .proportion_ci(confidence, method="wilson")
     )
     return {
         "task_acc": float(correct.mean()),

@@ -12,9 +12,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
-from safecompress.privacy.bootstrap import paired_differences, seed_t_interval
+from safecompress.privacy.bootstrap import (
+    accuracy_difference,
+    paired_differences,
+    seed_t_interval,
+)
 
 # What the paired table compares besides task accuracy: the threshold-free attack metrics.
 PAIRED_METRICS = ("auc", "tpr_at_1pct_fpr")
@@ -33,27 +36,6 @@ class ScoredModel:
     is_member: np.ndarray
     correct: np.ndarray  # task prediction correct, for every evaluated sample
     scores: dict[str, np.ndarray]  # per attack
-
-
-def accuracy_difference(
-    correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int, seed: int
-) -> tuple[float, float, float]:
-    """(acc(a) - acc(b), low, high) of two models on the same test samples, with a paired
-    percentile-bootstrap 95 % interval."""
-    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"the two models were scored on {len(a)} and {len(b)} samples")
-    difference = float(a.mean() - b.mean())
-    if np.array_equal(a, b):
-        return difference, difference, difference
-    interval = scipy.stats.bootstrap(
-        (a - b,),
-        np.mean,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    ).confidence_interval
-    return difference, float(interval.low), float(interval.high)
 
 
 def paired_rows(
@@ -91,7 +73,8 @@ def paired_rows(
                 model.correct[test], reference.correct[test], n_resamples, seed
             )
         }
-        for attack in model.scores.keys() & reference.scores.keys():
+        # in the summary's attack order: a set's order changes from run to run
+        for attack in [a for a in model.scores if a in reference.scores]:
             differences = paired_differences(
                 model.is_member,
                 model.scores[attack],

@@ -10,17 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from safecompress.data.splits import Data
-from safecompress.io import read_csv, read_features
-from safecompress.privacy.attacks import Population
-from safecompress.privacy.attacks.scores import confidence, cross_entropy, softmax
-from safecompress.privacy.features import penultimate_features
-from safecompress.training.devices import predict_logits
+from safecompress.io import read_csv, read_features, write_csv, write_features
+
+if TYPE_CHECKING:  # torch and the attacks are imported where used: the steps that only read
+    # saved signals (summarize, figures) import no torch
+    from torch import nn
+
+    from safecompress.privacy.attacks import Population
 
 SIGNAL_COLUMNS = ("index", "set", "label", "loss")
 # The `set` of the target's rows on RMIA's population (never saved: not evaluated samples).
@@ -30,6 +32,9 @@ POPULATION = "population"
 def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per sample: pool `index`, `set` name, true `label`, `loss`, `logit_0..C-1`.
     The loss is the one the `loss` attack scores (`attacks.scores.cross_entropy`)."""
+    from safecompress.privacy.attacks.scores import cross_entropy
+    from safecompress.training.devices import predict_logits
+
     parts = []
     for name, indices in sets.items():
         samples = data.take(indices)
@@ -50,6 +55,8 @@ def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> p
 
 def feature_matrix(model: nn.Module, data: Data, indices: np.ndarray) -> np.ndarray:
     """(n, d) float32: the input of the model's output layer for these pool samples."""
+    from safecompress.privacy.features import penultimate_features
+
     return penultimate_features(model, data.take(indices).x).numpy()
 
 
@@ -58,6 +65,28 @@ def logits_of(signals: pd.DataFrame) -> np.ndarray:
     columns = [c for c in signals.columns if re.fullmatch(r"logit_\d+", c)]
     columns.sort(key=lambda c: int(c.removeprefix("logit_")))
     return signals[columns].to_numpy(dtype=np.float64)
+
+
+def save_reference_signals(
+    model: nn.Module,
+    data: Data,
+    sets: dict[str, np.ndarray],
+    queried: np.ndarray,
+    k: int,
+    out_dir: Path,
+) -> None:
+    """What the attacks read of reference (shadow) model k, written to `out_dir`: its signals on
+    its own `member` and `non-member` samples (signals.csv, written last: its presence marks
+    the reference done), the features of those rows (features.npy) and its logits on the
+    samples the attacker asks about (queries.csv)."""
+    signals = signal_table(model, data, sets)
+    signals.insert(0, "shadow", k)
+    queries = signal_table(model, data, {"query": queried}).drop(columns="set")
+    write_features(
+        feature_matrix(model, data, signals["index"].to_numpy()), out_dir / "features.npy"
+    )
+    write_csv(queries, out_dir / "queries.csv")
+    write_csv(signals, out_dir / "signals.csv")
 
 
 def read_shadows(
@@ -90,6 +119,9 @@ def population_indices(shadow: pd.DataFrame) -> np.ndarray:
 def population(target: pd.DataFrame, shadow: pd.DataFrame) -> Population:
     """RMIA's population from signals: the target's rows on it (`population_indices`), and each
     sample's mean true-class probability under the shadow models that did not train on it."""
+    from safecompress.privacy.attacks import Population
+    from safecompress.privacy.attacks.scores import confidence, softmax
+
     out = shadow[shadow["set"] == "non-member"]
     labels = out["label"].to_numpy()
     probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])

@@ -6,21 +6,25 @@ pandas tables and returns a `matplotlib.figure.Figure`; `save_figure` writes it 
 Figures are built without pyplot (rendered by the Agg and PDF backends), so they hold no global
 state and need no closing.
 
-Error bars are 95 % intervals read from the paper table (`safecompress.steps.summarize`): the
-Student-t interval over seeds, or with a single seed the model's own bootstrap (Wilson, for
-task accuracy) interval. ROC bands are pointwise stratified bootstrap intervals of TPR at each
-resolvable FPR (`roc_band`). A metric that is NaN (an FPR the non-members cannot resolve) is
-left out of every figure, never drawn as 0.
+Figures draw what they are given and compute no statistic: error bars are the 95 % intervals
+of the paper table (`safecompress.reporting.tables.seed_statistics`), the Student-t interval
+over seeds, or with a single seed the model's own bootstrap (Wilson, for task accuracy)
+interval; ROC bands are the pointwise bootstrap intervals of the ROC table
+(`safecompress.reporting.tables.roc_table`). A metric that is NaN (an FPR the non-members
+cannot resolve) is left out of every figure, never drawn as 0. Text never sits on data that
+may crowd: points carry no labels, ablation variants are numbered markers with a key, and
+long names wrap.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from itertools import cycle
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 import matplotlib as mpl
 import numpy as np
@@ -28,20 +32,19 @@ import pandas as pd
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
 from safecompress.config.methods import STYLES, Style
 from safecompress.config.settings import STRONGEST_ATTACK
 from safecompress.io import atomic_path
-from safecompress.privacy.bootstrap import BATCH_CELLS
-from safecompress.privacy.metrics import (
-    TPR_AT_FPR,
-    membership_scores,
-    roc_auc,
-    roc_curve,
-    tpr_at_fpr,
+from safecompress.reporting.tables import (
+    PAPER_TABLE_COLUMNS,
+    ROC_COLUMNS,
+    ROC_TPR_METRIC,
+    require_columns,
 )
 
 STYLE: Final = {
@@ -94,17 +97,6 @@ SPARE_STYLES: Final = (
     ("#DDCC77", "8"),
 )
 
-# The tidy table of `safecompress.steps.summarize.seed_statistics` (paper_table.csv).
-PAPER_TABLE_COLUMNS: Final = (
-    "dataset",
-    "method",
-    "density",
-    "attack",
-    "metric",
-    "mean",
-    "ci_low",
-    "ci_high",
-)
 HISTORY_COLUMNS: Final = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")
 LAYER_COLUMNS: Final = ("model", "method", "layer", "start", "end")
 SPLIT_LINESTYLE: Final = {"train": "-", "val": "--"}
@@ -122,30 +114,36 @@ DENSITY_LABEL: Final = "Density, fraction of weights kept (log; sparser →)"
 ACCURACY_LABEL: Final = "Task accuracy (%)"
 INTERVAL_NOTE: Final = "bars: 95 % intervals"
 PANEL_SIZE: Final = (4.2, 3.2)  # inches per subplot
-ROC_PANEL_SIZE: Final = (4.4, 4.4)  # square log-log axes above a one-column legend
+SQUARE_PANEL_SIZE: Final = (4.4, 4.4)
+ROC_PANEL_SIZE: Final = (3.8, 3.8)  # a square log-log panel ...
+ROC_LEGEND_WIDTH: Final = 4.8  # ... and its legend beside it (long entries)
 MAX_PANEL_COLUMNS: Final = 4  # more panels wrap onto further rows
 LEGEND_ENTRY_WIDTH: Final = 2.0  # inches a typical legend entry needs
 # Methods at the same density sit side by side, this factor apart on the log density axis,
 # so that their error bars do not hide each other.
 DODGE: Final = 1.07
 DENSITY_MARGIN: Final = 1.25  # room beyond the densest and sparsest model on the density axis
-ROC_GRID_POINTS: Final = 60  # resolvable FPRs of the ROC band, spaced evenly on a log scale
-ROC_CONFIDENCE: Final = 0.95
-ROC_TPR_METRIC: Final = "tpr_at_1pct_fpr"  # the low-FPR number each ROC legend entry gives
 LAYER_ROW_HEIGHT: Final = 0.3  # inches per layer (one bar pair) of the layer-density figure
 LAYER_TEXT_INSIDE: Final = 0.25  # layer densities above this are written inside their bar
+ABLATION_SWEEPS: Final = {
+    "lambda": "Safety weight λ",
+    "n": "Number of candidates N",
+    "set": "Strategy set",
+    "setting": "Setting",
+}
+NUMERIC_SWEEPS: Final = ("lambda", "n")
+# How the key of a figure names a variant of each sweep, from its value.
+VARIANT_FORMAT: Final = {
+    "lambda": "λ = {}",
+    "n": "N = {}",
+    "set": "strategy set: {}",
+    "setting": "setting: {}",
+}
+WRAP_WIDTH: Final = 11  # characters per line of a long tick label
+ABLATION_VALUE_WIDTH: Final = 1.4  # inches per swept value (and at least 2 per sweep)
 PNG_DPI: Final = 150
 # No timestamp in the PDF, so redrawing the same results gives the same bytes.
 SAVE_METADATA: Final = {"png": None, "pdf": {"CreationDate": None}}
-
-
-def _require_columns(table: pd.DataFrame, columns: Iterable[str]) -> None:
-    """Raise ValueError naming the columns that `table` lacks."""
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise ValueError(
-            f"missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
-        )
 
 
 def _methods_in(table: pd.DataFrame) -> list[str]:
@@ -165,7 +163,7 @@ def method_styles(methods: Iterable[str]) -> dict[str, Style]:
 
 def _paper_rows(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """The paper table's rows of `metrics` (the default variant of each method), checked."""
-    _require_columns(table, PAPER_TABLE_COLUMNS)
+    require_columns(table, PAPER_TABLE_COLUMNS)
     rows = table[table["metric"].isin(metrics)]
     if "variant" in rows.columns:
         rows = rows[rows["variant"] == "default"]
@@ -211,20 +209,19 @@ def pareto_front(auc: Sequence[float], accuracy: Sequence[float]) -> pd.DataFram
     return points[points["accuracy"] > best_before]
 
 
-def _seed_mean_sd(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
-    """Mean and sample sd over seeds of `values` per `keys`; sd is NaN for a single seed."""
-    stats = table.groupby(keys, sort=True)[values].agg(["mean", "std"])
-    stats.columns = [f"{value}_{stat}" for value, stat in stats.columns]
-    return stats.reset_index()
-
-
 def _panels(
-    nrows: int, ncols: int, panel_size: tuple[float, float] = PANEL_SIZE, **share: bool | str
+    nrows: int,
+    ncols: int,
+    panel_size: tuple[float, float] = PANEL_SIZE,
+    beside: float = 0.0,
+    **grid: object,
 ) -> tuple[Figure, np.ndarray]:
-    """A figure with an `nrows` x `ncols` grid of axes, room for a legend below."""
+    """A figure with an `nrows` x `ncols` grid of axes, room for a legend below and `beside`
+    inches for legends right of the panels; `grid` goes to `Figure.subplots` (sharey,
+    width_ratios)."""
     width, height = panel_size
-    figure = Figure(figsize=(width * ncols, height * nrows + 0.5), layout="constrained")
-    return figure, figure.subplots(nrows, ncols, squeeze=False, **share)
+    figure = Figure(figsize=(width * ncols + beside, height * nrows + 0.5), layout="constrained")
+    return figure, figure.subplots(nrows, ncols, squeeze=False, **grid)
 
 
 def _wrapped_panels(
@@ -400,7 +397,12 @@ def attack_vs_density(table: pd.DataFrame, metric: str = "auc") -> Figure:
 TRADEOFF_AXES: Final = (("auc", "Attack AUC"), ("tpr_at_1pct_fpr", "Attack TPR at 1% FPR"))
 # An ablation variant drawn on the frontier is the "method" VARIANT_PREFIX + its variant name.
 VARIANT_PREFIX: Final = "variant:"
-VARIANT_LABEL: Final = "SafeCompress variants (ablation)"
+VARIANT_KEY_TITLE: Final = "SafeCompress ablation variants"
+VARIANT_KEY_WIDTH: Final = 2.6  # inches beside the panels for the variants' key
+BADGE_SIZE: Final = 13.0  # points across a variant's numbered disc (and a little room)
+BADGE_RINGS: Final = 6  # rings of places around its point that a crowded disc may move to
+BADGE_TEXT: Final = {"ha": "center", "va": "center", "fontsize": "x-small", "zorder": 6}
+PARETO_RING_AREA: Final = 260.0  # points squared: rings a variant's disc too
 
 
 @mpl.rc_context(STYLE)
@@ -410,14 +412,16 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
     dense model in every row) with 95 % intervals on both axes; the Pareto set (lower leakage,
     higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's strongest
     attack by AUC. `variants`, the seed statistics of the ablation (same form as the paper
-    table), adds each SafeCompress variant (the lambda and setting sweeps) to its density's
-    panels as a hollow marker named by its variant; they take part in the Pareto set."""
+    table), adds each SafeCompress variant to its density's panels as a numbered marker,
+    named in a key beside the panels; they take part in the Pareto set."""
     metrics = ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
     rows = _paper_rows(_rows_of_attack(table, attack), metrics)
+    numbers: dict[str, int] = {}
     if variants is not None:
-        _require_columns(variants, PAPER_TABLE_COLUMNS)
+        require_columns(variants, [*PAPER_TABLE_COLUMNS, "variant"])
         extra = _rows_of_attack(variants, attack)
         extra = extra[extra["metric"].isin(metrics)]
+        numbers = {name: n for n, name in enumerate(ablation_order(extra["variant"]), start=1)}
         rows = pd.concat([rows, extra.assign(method=VARIANT_PREFIX + extra["variant"])])
     cells = []  # (data set, density) of each row of panels; dense alone: density 1
     for dataset in pd.unique(rows["dataset"]):
@@ -425,7 +429,9 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
         cells += [(dataset, density) for density in sorted(densities, reverse=True)]
     styles = method_styles(rows.loc[~rows["method"].str.startswith(VARIANT_PREFIX), "method"])
     named = _attack_name(attack)
-    figure, axes_grid = _panels(len(cells), len(TRADEOFF_AXES))
+    beside = VARIANT_KEY_WIDTH if numbers else 0.0
+    figure, axes_grid = _panels(len(cells), len(TRADEOFF_AXES), beside=beside)
+    badges: dict[Axes, list[tuple[float, float, int]]] = {}
     for row, (dataset, density) in enumerate(cells):
         mine = rows[
             (rows["dataset"] == dataset)
@@ -437,13 +443,13 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
             points = _metric(mine, metric).merge(
                 accuracy, on=["method", "density"], suffixes=("_x", "_y")
             )
-            _plot_tradeoff_points(axes, points, styles)
+            badges[axes] = _plot_tradeoff_points(axes, points, styles, numbers)
             front = pareto_front(points["mean_x"], points["mean_y"])
             axes.step(front["auc"], front["accuracy"], where="post", color="0.4", zorder=1)
             axes.scatter(
                 front["auc"],
                 front["accuracy"],
-                s=130,
+                s=PARETO_RING_AREA,
                 facecolors="none",
                 edgecolors="0.3",
                 linewidths=1.1,
@@ -457,52 +463,150 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
                 xlabel=f"{label} ({named})",
                 ylabel=ACCURACY_LABEL if column == 0 else None,
             )
+    variant_note = "numbered: SafeCompress ablation variants; " if numbers else ""
     figure.suptitle(
         f"Accuracy vs. membership leakage, {named}\n"
-        f"(up-left is better; numbers are densities; {INTERVAL_NOTE})"
+        f"(up-left is better; {variant_note}{INTERVAL_NOTE})"
     )
     _legend_below(figure)
+    if numbers:
+        color = METHOD_STYLE["safecompress"].color
+        density = ", ".join(f"{d:g}" for d in sorted(set(extra["density"]), reverse=True))
+        # beside the first row: a second legend outside the panels would keep constrained
+        # layout from settling (it alternates between two layouts)
+        axes_grid[0, -1].legend(
+            [_badge_handle(number, color) for number in numbers.values()],
+            [variant_label(variant) for variant in numbers],
+            handler_map={tuple: HandlerTuple(ndivide=1)},
+            loc="upper left",
+            bbox_to_anchor=(1.03, 1.0),
+            title=f"{VARIANT_KEY_TITLE}\n(density {density})",
+            alignment="left",
+        )
+        figure.draw_without_rendering()  # the final layout: where each point lands
+        for axes, mine in badges.items():
+            _place_badges(axes, mine, color)
     return figure
 
 
-def _plot_tradeoff_points(axes: Axes, points: pd.DataFrame, styles: dict[str, Style]) -> None:
-    """Each method's (leakage, accuracy) points with both intervals, labelled by density (an
-    ablation variant: hollow, labelled by its name); a point whose leakage is NaN is left
-    out."""
-    variant_style = METHOD_STYLE["safecompress"]
+def _badge_offsets() -> np.ndarray:
+    """Where a variant's disc may sit, in points from its point, nearest first: on it, then
+    on rings one disc apart, each starting straight up."""
+    places = [(0.0, 0.0)]
+    for ring in range(1, BADGE_RINGS + 1):
+        angles = np.pi / 2 + 2 * np.pi * np.arange(6 * ring) / (6 * ring)
+        places += [(ring * BADGE_SIZE * np.cos(a), ring * BADGE_SIZE * np.sin(a)) for a in angles]
+    return np.array(places)
+
+
+def _place_badges(axes: Axes, badges: Sequence[tuple[float, float, int]], color: str) -> None:
+    """Each variant's number on a white disc: on its point, or where an earlier disc is in the
+    way at the nearest free place inside the panel, joined to its point by a thin line. Reads
+    the figure's final layout, so it comes last."""
+    points_per_pixel = 72 / axes.figure.dpi
+    panel = axes.get_window_extent()
+    low = np.array([panel.x0, panel.y0]) * points_per_pixel + BADGE_SIZE / 2
+    high = np.array([panel.x1, panel.y1]) * points_per_pixel - BADGE_SIZE / 2
+    placed: list[np.ndarray] = []
+    for x, y, number in sorted(badges, key=lambda badge: badge[2]):
+        point = axes.transData.transform((x, y)) * points_per_pixel
+        offset = next(
+            (
+                offset
+                for offset in _badge_offsets()
+                if ((point + offset >= low) & (point + offset <= high)).all()
+                and all(np.hypot(*(point + offset - other)) >= BADGE_SIZE for other in placed)
+            ),
+            np.zeros(2),  # nowhere free: on its point
+        )
+        placed.append(point + offset)
+        if offset.any():  # a line from the point to its disc, which covers the line's end
+            axes.annotate(
+                "",
+                (x, y),
+                xytext=tuple(offset),
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.7},
+                zorder=BADGE_TEXT["zorder"] - 1,
+            ).set_in_layout(False)
+        axes.annotate(
+            str(number),
+            (x, y),
+            xytext=tuple(offset),
+            textcoords="offset points",
+            color=color,
+            bbox={
+                "boxstyle": "circle,pad=0.25",
+                "facecolor": "white",
+                "edgecolor": color,
+                "linewidth": 0.8,
+            },
+            **BADGE_TEXT,
+        ).set_in_layout(False)  # placed for this layout, which it must not change
+
+
+def _badge_handle(number: int, color: str) -> tuple[Line2D, Line2D]:
+    """The key's picture of a variant's disc: a white disc ringed in `color`, its number on it
+    (mathtext markers fit their longer side: one digit by its height, more by their width)."""
+    disc = Line2D([], [], linestyle="none", marker="o", markersize=BADGE_SIZE - 1)
+    disc.set(markerfacecolor="white", markeredgecolor=color, markeredgewidth=0.8)
+    digits = Line2D([], [], linestyle="none", marker=f"${number}$", color=color)
+    digits.set(markersize=0.4 * BADGE_SIZE * max(1.0, 0.75 * len(str(number))), markeredgewidth=0)
+    return disc, digits
+
+
+def ablation_order(variants: Iterable[str]) -> list[str]:
+    """Variants sweep by sweep (`ABLATION_SWEEPS` order), numeric values in numeric order,
+    named ones alphabetically; unknown sweeps last."""
+    sweeps = list(ABLATION_SWEEPS)
+
+    def key(variant: str) -> tuple:
+        sweep, _, value = variant.partition("_")
+        numeric = float(value) if sweep in NUMERIC_SWEEPS else 0.0
+        return (sweeps.index(sweep) if sweep in sweeps else len(sweeps), sweep, numeric, value)
+
+    return sorted(set(map(str, variants)), key=key)
+
+
+def variant_label(variant: str) -> str:
+    """A variant's name for readers: lambda_3.0 -> "λ = 3.0", set_no_global_budget ->
+    "strategy set: no global budget"."""
+    sweep, _, value = variant.partition("_")
+    if sweep not in VARIANT_FORMAT:
+        return variant
+    return VARIANT_FORMAT[sweep].format(value.replace("_", " "))
+
+
+def _plot_tradeoff_points(
+    axes: Axes, points: pd.DataFrame, styles: dict[str, Style], numbers: dict[str, int]
+) -> list[tuple[float, float, int]]:
+    """Each method's (leakage, accuracy) points with both intervals; an ablation variant's as
+    a dot, returned as (x, y, its number in `numbers`) for its numbered disc. A point whose
+    leakage is NaN is left out."""
+    badges = []
     for method in _methods_in(points):
-        variant = method.startswith(VARIANT_PREFIX)
-        style = variant_style if variant else styles[method]
+        variant = method.removeprefix(VARIANT_PREFIX) if method.startswith(VARIANT_PREFIX) else None
+        style = METHOD_STYLE["safecompress"] if variant else styles[method]
         mine = points[(points["method"] == method) & np.isfinite(points["mean_x"])]
         if mine.empty:
             continue
         x, y = mine["mean_x"].to_numpy(float), mine["mean_y"].to_numpy(float)
-        axes.plot(
-            x,
-            y,
-            color=style.color,
-            marker=style.marker,
-            markerfacecolor="none" if variant else style.color,
-            linestyle="none",
-            label=VARIANT_LABEL if variant else style.label,
-        )
+        if variant:
+            axes.plot(x, y, color=style.color, marker=".", linestyle="none")
+            badges += [(xi, yi, numbers[variant]) for xi, yi in zip(x, y, strict=True)]
+        else:
+            axes.plot(
+                x, y, color=style.color, marker=style.marker, linestyle="none", label=style.label
+            )
         _interval_bars(axes, x, y, mine["ci_low_x"], mine["ci_high_x"], style.color, False)
         _interval_bars(axes, x, y, mine["ci_low_y"], mine["ci_high_y"], style.color, True)
-        for point in mine.itertuples():
-            axes.annotate(
-                method.removeprefix(VARIANT_PREFIX) if variant else f"{point.density:g}",
-                (point.mean_x, point.mean_y),
-                xytext=(7, 4),
-                textcoords="offset points",
-                fontsize="x-small",
-                color=style.color,
-            )
+    return badges
 
 
 @mpl.rc_context(STYLE)
 def training_curves(histories: pd.DataFrame) -> Figure:
     """Loss and accuracy per epoch, one colour per model; solid = train, dashed = validation."""
-    _require_columns(histories, ["model", *HISTORY_COLUMNS])
+    require_columns(histories, ["model", *HISTORY_COLUMNS])
     figure, axes_grid = _panels(1, 2)
     loss_axes, accuracy_axes = axes_grid[0]
     handles: list[Artist] = []
@@ -523,160 +627,59 @@ def training_curves(histories: pd.DataFrame) -> Figure:
     return figure
 
 
-class RocBand(NamedTuple):
-    """TPR at each FPR of a grid: the point estimate and a pointwise bootstrap interval."""
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-
-
-def roc_fpr_grid(n_nonmembers: int, n_points: int = ROC_GRID_POINTS) -> np.ndarray:
-    """FPRs that `n_nonmembers` resolve, k / n_nonmembers for k from 1 to all of them, spaced
-    evenly on a log scale (about `n_points` of them; fewer when there are few non-members)."""
-    if n_nonmembers < 1:
-        raise ValueError(f"the ROC needs non-members, got {n_nonmembers}")
-    false_positives = np.unique(np.rint(np.geomspace(1, n_nonmembers, n_points)).astype(int))
-    return false_positives / n_nonmembers
-
-
-def resampled_tpr_curve(
-    member_scores: np.ndarray,
-    nonmember_scores: np.ndarray,
-    member_idx: np.ndarray,
-    nonmember_idx: np.ndarray,
-    fprs: np.ndarray,
-) -> np.ndarray:
-    """TPR at FPR <= f for each f of `fprs` (columns) in each resample (a row of each index
-    matrix): `metrics.tpr_at_fpr` for many resamples and FPRs at once.
-
-    With k false positives allowed, the best ROC point flags every score strictly above the
-    (k+1)-th largest non-member score (all of them when k is every non-member). Scores become
-    integer codes of their rank among the distinct values, so each row is sorted once and one
-    `searchsorted` over all rows (offset by row) counts the members at or below each threshold.
-    """
-    member_idx, nonmember_idx = np.atleast_2d(member_idx), np.atleast_2d(nonmember_idx)
-    n_resamples, n_members = member_idx.shape
-    n_nonmembers = nonmember_idx.shape[1]
-    _, codes = np.unique(np.r_[member_scores, nonmember_scores], return_inverse=True)
-    n_values = int(codes.max()) + 1
-    member_codes, nonmember_codes = codes[: len(member_scores)], codes[len(member_scores) :]
-    # k allowed false positives per FPR, computed as the ROC's FPRs are (k / n_nonmembers).
-    allowed = np.searchsorted(np.arange(n_nonmembers + 1) / n_nonmembers, fprs, side="right") - 1
-    nonmembers = np.sort(nonmember_codes[nonmember_idx], axis=1)
-    column = np.clip(n_nonmembers - 1 - allowed, 0, None)
-    # Codes shift by one so that "flag everyone" is threshold -1 -> 0, below every member.
-    thresholds = np.where(allowed < n_nonmembers, nonmembers[:, column] + 1, 0)
-    row = np.arange(n_resamples)[:, None]
-    offsets = row * (n_values + 1)  # rows occupy disjoint ranges of one sorted array
-    members = (np.sort(member_codes[member_idx], axis=1) + 1 + offsets).ravel()
-    found = np.searchsorted(members, (thresholds + offsets).ravel(), side="right")
-    at_or_below = found.reshape(n_resamples, len(allowed)) - row * n_members
-    return 1 - at_or_below / n_members
-
-
-def roc_band(
-    is_member: np.ndarray,
-    scores: np.ndarray,
-    n_resamples: int = 1000,
-    seed: int | np.random.Generator = 0,
-    confidence: float = ROC_CONFIDENCE,
-    fprs: np.ndarray | None = None,
-) -> RocBand:
-    """TPR at each FPR of `fprs` (default: `roc_fpr_grid`) and its pointwise percentile
-    bootstrap interval, members and non-members resampled separately (stratified, as
-    `safecompress.privacy.bootstrap` does), so every resample resolves the same FPRs. An FPR below
-    1 / (number of non-members) cannot be measured and is refused."""
-    is_member, scores = membership_scores(is_member, scores)
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    members, nonmembers = scores[is_member], scores[~is_member]
-    n_members, n_nonmembers = len(members), len(nonmembers)
-    fprs = roc_fpr_grid(n_nonmembers) if fprs is None else np.asarray(fprs, dtype=float)
-    if (fprs < 1 / n_nonmembers).any() or (fprs > 1).any():
-        raise ValueError(
-            f"FPRs must lie in [1/{n_nonmembers}, 1]: {n_nonmembers} non-members resolve no "
-            "smaller FPR"
-        )
-    point = resampled_tpr_curve(
-        members, nonmembers, np.arange(n_members), np.arange(n_nonmembers), fprs
-    )[0]
-    rng = np.random.default_rng(seed)
-    batch = max(1, BATCH_CELLS // (n_members + n_nonmembers))
-    curves = []
-    for start in range(0, n_resamples, batch):
-        size = min(batch, n_resamples - start)
-        member_idx = rng.integers(0, n_members, (size, n_members))
-        nonmember_idx = rng.integers(0, n_nonmembers, (size, n_nonmembers))
-        curves.append(resampled_tpr_curve(members, nonmembers, member_idx, nonmember_idx, fprs))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(np.concatenate(curves), [tail, 1 - tail], axis=0)
-    return RocBand(fprs, point, low, high)
-
-
 def _format_rate(value: float) -> str:
     return "n/a" if np.isnan(value) else f"{value:.3f}"
 
 
 @mpl.rc_context(STYLE)
-def roc_curves(
-    scores: pd.DataFrame,
-    attacks: str | Sequence[str],
-    n_resamples: int = 1000,
-    seed: int = 0,
-) -> Figure:
-    """Log-log ROC of each attack (a panel each) per method and density, from the per-sample
-    scores through `safecompress.privacy.metrics`, over its shaded pointwise 95 % bootstrap band.
+def roc_curves(curves: pd.DataFrame) -> Figure:
+    """Log-log ROC of each attack (a panel each, one under the other) per method and density,
+    over its shaded pointwise 95 % bootstrap band, from the ROC table
+    (`safecompress.reporting.tables.roc_table`).
 
     The FPR axis starts at 1 / (number of non-members), the smallest FPR they resolve; below
-    it nothing is measured and nothing is drawn. Each panel's legend gives every curve's AUC
-    and TPR at 1% FPR (n/a where the non-members cannot resolve it).
+    it nothing is measured and nothing is drawn. Each panel's legend, beside it, gives every
+    curve's AUC and TPR at 1% FPR (n/a where the non-members cannot resolve it).
     """
-    attacks = [attacks] if isinstance(attacks, str) else list(attacks)
+    require_columns(curves, ROC_COLUMNS)
+    attacks = list(pd.unique(curves["attack"]))
     if not attacks:
-        raise ValueError("no attack to draw; give at least one")
-    _require_columns(scores, ["method", "density", "set", *(f"score_{a}" for a in attacks)])
-    unknown_sets = sorted(set(scores["set"]) - {"member", "non-member"})
-    if unknown_sets:
-        raise ValueError(f"column set has {unknown_sets}; expected 'member' or 'non-member'")
+        raise ValueError("no ROC to draw: the ROC table is empty")
     models = [
         (method, density)
-        for method in _methods_in(scores)
-        for density in sorted(pd.unique(scores.loc[scores["method"] == method, "density"]))[::-1]
+        for method in _methods_in(curves)
+        for density in sorted(pd.unique(curves.loc[curves["method"] == method, "density"]))[::-1]
     ]
-    styles = method_styles(scores["method"])
-    figure, panels = _wrapped_panels(["roc"], len(attacks), ROC_PANEL_SIZE)
-    for index, (axes, attack) in enumerate(zip(panels[0], attacks, strict=True)):
-        smallest_fpr, smallest_tpr = 1.0, 1.0
+    styles = method_styles(curves["method"])
+    figure, axes_grid = _panels(len(attacks), 1, ROC_PANEL_SIZE, beside=ROC_LEGEND_WIDTH)
+    for axes, attack in zip(axes_grid[:, 0], attacks, strict=True):
+        mine = curves[curves["attack"] == attack]
         for method, density in models:
-            model = scores[(scores["method"] == method) & (scores["density"] == density)]
-            is_member = (model["set"] == "member").to_numpy()
-            values = model[f"score_{attack}"].to_numpy()
-            n_nonmembers, n_members = np.count_nonzero(~is_member), np.count_nonzero(is_member)
-            smallest_fpr = min(smallest_fpr, 1 / n_nonmembers)
-            smallest_tpr = min(smallest_tpr, 1 / n_members)
-            fpr, tpr, _ = roc_curve(is_member, values)
-            measured = fpr >= 1 / n_nonmembers
-            band = roc_band(is_member, values, n_resamples, seed)
-            style = styles[method]
-            low_fpr_tpr = tpr_at_fpr(is_member, values, TPR_AT_FPR[ROC_TPR_METRIC])
+            model = mine[(mine["method"] == method) & (mine["density"] == density)]
+            if model.empty:
+                continue
+            roc, band = (model[model["curve"] == curve] for curve in ("roc", "band"))
+            style, first = styles[method], model.iloc[0]
             axes.fill_between(
-                band.fpr, band.low, band.high, color=style.color, alpha=BAND_ALPHA, linewidth=0
+                band["fpr"],
+                band["ci_low"],
+                band["ci_high"],
+                color=style.color,
+                alpha=BAND_ALPHA,
+                linewidth=0,
             )
             axes.plot(
-                fpr[measured],
-                tpr[measured],
+                roc["fpr"],
+                roc["tpr"],
                 color=style.color,
                 marker=style.marker,
                 markevery=0.1,
                 label=(
-                    f"{style.label}, d={density:g}: AUC {roc_auc(is_member, values):.3f}, "
-                    f"TPR@1%FPR {_format_rate(low_fpr_tpr)}"
+                    f"{style.label}, d={density:g}: AUC {first['auc']:.3f}, "
+                    f"TPR@1%FPR {_format_rate(first[ROC_TPR_METRIC])}"
                 ),
             )
+        smallest_fpr, smallest_tpr = (1 / mine[n].max() for n in ("n_nonmembers", "n_members"))
         axes.plot([smallest_fpr, 1], [smallest_fpr, 1], **CHANCE_STYLE)
         axes.set(
             xscale="log",
@@ -685,10 +688,10 @@ def roc_curves(
             ylim=(smallest_tpr / 2, 1.0),
             title=f"{attack} attack",
             xlabel=f"False positive rate (log, from 1/{round(1 / smallest_fpr)})",
-            ylabel="True positive rate (log)" if index == 0 else None,
+            ylabel="True positive rate (log)",
         )
-        axes.tick_params(labelleft=True)
-        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
+        axes.set_box_aspect(1)
+        axes.legend(loc="center left", bbox_to_anchor=(1.03, 0.5), fontsize="small")
     figure.suptitle("Log-log ROC of membership inference (shaded: pointwise 95 % bootstrap band)")
     return figure
 
@@ -728,7 +731,7 @@ def layer_density(layers: pd.DataFrame) -> Figure:
     `layers` has one row per model and layer: model (its label), method, layer, start, end,
     and optionally `shape` (e.g. "64x256", shown with the layer name) and `overall`.
     """
-    _require_columns(layers, LAYER_COLUMNS)
+    require_columns(layers, LAYER_COLUMNS)
     models = list(pd.unique(layers["model"]))
     if not models:
         raise ValueError("no layers to draw")
@@ -768,6 +771,7 @@ def layer_density(layers: pd.DataFrame) -> Figure:
             ylabel="Prunable layer (weight shape)" if index == 0 else None,
         )
         axes.xaxis.set_major_formatter(FuncFormatter(lambda density, _: f"{density:g}"))
+        axes.xaxis.set_minor_formatter(NullFormatter())  # within a decade they would crowd
     handles: list[Artist] = [
         Patch(facecolor="0.5", alpha=0.3, hatch="///", label="start of training (ERK)"),
         Patch(facecolor="0.4", label="end of training"),
@@ -779,63 +783,58 @@ def layer_density(layers: pd.DataFrame) -> Figure:
     return figure
 
 
-ABLATION_SWEEPS: Final = {
-    "lambda": "Safety weight λ",
-    "n": "Number of candidates N",
-    "set": "Strategy set",
-    "setting": "Setting",
-}
-
-
 @mpl.rc_context(STYLE)
-def ablation(table: pd.DataFrame, attack: str) -> Figure:
-    """SafeCompress variants: task accuracy (top) and attack AUC (bottom), one column per
-    sweep; variants are named `<sweep>_<value>` (lambda_2.0, n_4, set_prune_scales)."""
-    _require_columns(table, ["variant", "attack", "seed", "task_acc", "auc"])
-    if attack == STRONGEST_ATTACK:
-        _require_columns(table, ["strongest"])
-        rows = table[table["strongest"]].drop_duplicates(["variant", "density", "seed"])
-    else:
-        rows = table[table["attack"] == attack]
-    if rows.empty:
-        raise ValueError(f"no rows for attack {attack!r}")
-    parts = rows["variant"].str.partition("_")
-    rows = rows.assign(sweep=parts[0], value=parts[2])
+def ablation(stats: pd.DataFrame, attack: str) -> Figure:
+    """SafeCompress variants: task accuracy (top) and attack AUC (bottom) with 95 % intervals,
+    from the ablation's seed statistics (`safecompress.reporting.tables.seed_statistics`), one
+    column per sweep, as wide as its values need, the values evenly spaced (numeric sweeps in
+    numeric order, joined); variants are named `<sweep>_<value>` (lambda_2.0, n_4,
+    set_prune_scales)."""
+    require_columns(stats, [*PAPER_TABLE_COLUMNS, "variant"])
+    rows = _rows_of_attack(stats, attack)
+    rows = rows.assign(sweep=rows["variant"].str.partition("_")[0])
     sweeps = [sweep for sweep in ABLATION_SWEEPS if (rows["sweep"] == sweep).any()]
-    figure, axes_grid = _panels(2, len(sweeps), sharey="row")
+    values = {
+        sweep: ablation_order(rows.loc[rows["sweep"] == sweep, "variant"]) for sweep in sweeps
+    }
+    widths = [max(2, len(variants)) for variants in values.values()]
+    width = max(ABLATION_VALUE_WIDTH * sum(widths), PANEL_SIZE[0] * len(sweeps))
+    figure, axes_grid = _panels(
+        2, len(sweeps), (width / len(sweeps), PANEL_SIZE[1]), sharey="row", width_ratios=widths
+    )
     style = METHOD_STYLE["safecompress"]
     for column, sweep in enumerate(sweeps):
-        stats = _seed_mean_sd(rows[rows["sweep"] == sweep], ["value"], ["task_acc", "auc"])
-        categorical = sweep in ("set", "setting")
-        if not categorical:  # numeric sweeps in numeric order
-            stats = stats.assign(x=stats["value"].astype(float)).sort_values("x")
-        else:
-            stats = stats.assign(x=stats["value"])
-        for row, (value, scale, label) in enumerate(
-            (("task_acc", 100, ACCURACY_LABEL), ("auc", 1, f"Attack AUC ({_attack_name(attack)})"))
+        mine = rows[rows["sweep"] == sweep]
+        names = [variant.partition("_")[2].replace("_", " ") for variant in values[sweep]]
+        x = np.arange(len(names))
+        for row, (metric, scale, label) in enumerate(
+            (
+                ("task_acc", 100, ACCURACY_LABEL),
+                ("auc", 1, f"Attack AUC ({_attack_name(attack)})"),
+            )
         ):
             axes = axes_grid[row, column]
-            axes.errorbar(
-                stats["x"],
-                scale * stats[f"{value}_mean"],
-                yerr=scale * stats[f"{value}_std"],
+            points = mine[mine["metric"] == metric].set_index("variant").loc[values[sweep]]
+            mean, low, high = (
+                scale * points[c].to_numpy(float) for c in ("mean", "ci_low", "ci_high")
+            )
+            axes.plot(
+                x,
+                mean,
                 color=style.color,
                 marker=style.marker,
                 label=style.label,
-                linestyle="none" if categorical else "-",
+                linestyle="-" if sweep in NUMERIC_SWEEPS else "none",
             )
+            _interval_bars(axes, x, mean, low, high, style.color)
+            # evenly spaced, so close values keep their labels apart; long names wrap
+            axes.set_xticks(x, [textwrap.fill(name, WRAP_WIDTH) for name in names])
+            axes.set_xlim(-0.5, len(names) - 0.5)
             axes.set(xlabel=ABLATION_SWEEPS[sweep], ylabel=label if column == 0 else None)
-            if categorical:  # variant names are long: slanted, so neighbours do not overlap
-                axes.tick_params(axis="x", labelrotation=20)
-                for tick in axes.get_xticklabels():
-                    tick.set_horizontalalignment("right")
-        if sweep == "n":  # whole numbers of candidates only
-            for axes in axes_grid[:, column]:
-                axes.xaxis.set_major_locator(FixedLocator(stats["x"].tolist()))
     for axes in axes_grid[1]:
         axes.axhline(CHANCE_LEVEL["auc"], **CHANCE_STYLE)
     density = ", ".join(f"{d:g}" for d in sorted(rows["density"].unique()))
-    figure.suptitle(f"SafeCompress ablations at density {density} (mean ± sd over seeds)")
+    figure.suptitle(f"SafeCompress ablations at density {density} ({INTERVAL_NOTE})")
     _legend_below(figure)
     return figure
 
@@ -845,8 +844,8 @@ def candidate_trajectory(updates: pd.DataFrame) -> Figure:
     """Every candidate of every mask update: accuracy on the probe's non-members vs simulated
     attack advantage, coloured by training step; the selected candidate of each update is
     circled."""
-    _require_columns(updates, ["step", "val_acc", "advantage", "selected"])
-    figure, axes_grid = _panels(1, 1, ROC_PANEL_SIZE)
+    require_columns(updates, ["step", "val_acc", "advantage", "selected"])
+    figure, axes_grid = _panels(1, 1, SQUARE_PANEL_SIZE)
     axes = axes_grid[0, 0]
     points = axes.scatter(
         updates["advantage"],

@@ -28,6 +28,7 @@ import pandas as pd
 from torch import nn
 
 from safecompress.config import specs
+from safecompress.config.settings import REFERENCE_KINDS
 from safecompress.data.splits import load_data, set_indices
 from safecompress.io import write_csv
 from safecompress.privacy import attacks
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fitted network attackers (steps.fit_attackers, this seed); one not given is "
         "fitted here on the shadow models",
     )
+    p.add_argument(
+        "--references",
+        choices=REFERENCE_KINDS,
+        default="dense",
+        help="what --shadows are, for the table: the target recipe's own references "
+        "(steps.references) or dense shadow models",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the attackers and the bootstrap")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "evaluation")
@@ -140,9 +148,13 @@ def _attack_table(
                 "density": meta["density"],
                 "density_measured": measured_density(model),
                 "seed": meta["seed"],
+                "references": args.references,
                 **accuracy_interval(correct),
-                # DP-SGD's privacy guarantee at delta = 1/n; empty for every other method
-                "epsilon": meta.get("report", {}).get("epsilon", float("nan")),
+                # DP-SGD's (epsilon, delta) guarantee; empty for every other method
+                **{
+                    key: meta.get("report", {}).get(key, float("nan"))
+                    for key in ("epsilon", "delta")
+                },
                 "n_members": int(is_member.sum()),
                 "n_nonmembers": int(held_out.sum()),
             }

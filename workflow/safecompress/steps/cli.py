@@ -8,9 +8,12 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safecompress.config import specs
+from safecompress.config.methods import METHOD_SECTIONS, METHODS, REGISTRY, Method
 from safecompress.config.settings import (
     ConfigError,
     check_config,
@@ -96,6 +99,51 @@ def dataset_section(args: argparse.Namespace, dataset: str, name: str) -> Any:
     """A section as the data set sees it: its own `model` / `train` replace the global ones."""
     own = for_dataset(data_entry(args, dataset), name, None)
     return section(args, name) if own is None else own
+
+
+def add_recipe(p: argparse.ArgumentParser) -> None:
+    """What names a recipe (data set, split, method, density, ablation variant) and every config
+    section a method may read."""
+    p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
+    p.add_argument("--split", required=True, help="split table written by steps.split")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--density", type=float, required=True, help="fraction of weights kept")
+    p.add_argument("--variant", default="default", help="name of an ablation variant, if any")
+    add_sections(p, "data", "model", "train", *METHOD_SECTIONS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A compression recipe as a step reads it: the method's record and the checked sections it
+    reads (`read`: the data entry, model, train and the method's own sections)."""
+
+    method: Method
+    density: float
+    read: dict[str, Any]
+
+    @property
+    def sections(self) -> dict[str, Any]:
+        """The method's own sections, as its function takes them."""
+        return {name: self.read[name] for name in self.method.sections}
+
+
+def read_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe of `add_recipe`'s arguments, every section checked against the schema."""
+    if not 0.0 < args.density < 1.0:
+        raise ValueError(f"--density must be in (0, 1), got {args.density}")
+    method = REGISTRY[args.method]
+    model_section = dataset_section(args, args.dataset, "model")
+    check_section("model", model_section)
+    read = {
+        "data": data_entry(args, args.dataset),
+        "model": model_section,
+        "train": specs.read(specs.TrainSpec, "train", dataset_section(args, args.dataset, "train")),
+        **{
+            name: specs.read(spec, name, section(args, name))
+            for name, spec in method.sections.items()
+        },
+    }
+    return Recipe(method, args.density, read)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:

@@ -17,9 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from safecompress.compression.job import Job
-from safecompress.config import specs
-from safecompress.config.methods import METHOD_SECTIONS, METHODS, REGISTRY
-from safecompress.config.settings import check_section
 from safecompress.data.splits import load_data
 from safecompress.io import config_hash, write_csv
 from safecompress.sparse.engine import SparseEngine, measured_density
@@ -33,44 +30,29 @@ from safecompress.training.provenance import code_revision, provenance
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
-    p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
-    p.add_argument("--split", required=True, help="split table written by steps.split")
-    p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--density", type=float, required=True, help="fraction of weights kept")
+    cli.add_recipe(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dense", help="trained dense model (needed by --method magnitude)")
-    p.add_argument("--variant", default="default", help="name of an ablation variant, if any")
+    p.add_argument("--dense", help="trained dense model (needed by the methods that start from it)")
     p.add_argument("--out-dir", required=True, type=Path)
-    cli.add_sections(p, "data", "model", "train", *METHOD_SECTIONS)
     args = p.parse_args(argv)
-    if not 0.0 < args.density < 1.0:
-        raise ValueError(f"--density must be in (0, 1), got {args.density}")
-    method = REGISTRY[args.method]
+    recipe = cli.read_recipe(args)
     extra = {}
-    if method.from_dense:
+    if recipe.method.from_dense:
         if not args.dense:
             raise ValueError(f"--method {args.method} needs --dense, the trained dense model")
         extra["dense"] = args.dense
-    entry = cli.data_entry(args, args.dataset)
-    model_section = cli.dataset_section(args, args.dataset, "model")
-    check_section("model", model_section)
-    train = specs.read(specs.TrainSpec, "train", cli.dataset_section(args, args.dataset, "train"))
-    sections = {
-        name: specs.read(spec, name, cli.section(args, name))
-        for name, spec in method.sections.items()
-    }
 
     device = pick_device()
-    data = load_data(entry, args.split)
+    data = load_data(recipe.read["data"], args.split)
     seed_everything(args.seed)
-    read = {"data": entry, "model": model_section, "train": train, **sections}
     job_id = {key: getattr(args, key) for key in ("dataset", "method", "density", "seed", "dense")}
     checkpoint = Checkpoint(
         args.out_dir / "checkpoint.pt",
-        config_hash({**read, **job_id, "code": code_revision()}),
+        config_hash({**recipe.read, **job_id, "code": code_revision()}),
     )
+    model_section, train = recipe.read["model"], recipe.read["train"]
     job = Job(data, model_section, train, args.density, args.seed, device, checkpoint)
-    result = method.function()(job, **sections, **extra)
+    result = recipe.method.function()(job, **recipe.sections, **extra)
     model, history = result.model, result.history
 
     meta = {
@@ -87,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": model_section,
         "input_shape": list(data.x.shape[1:]),
         "n_classes": data.n_classes,
-        **provenance(read, device),
+        **provenance(recipe.read, device),
     }
     write_csv(history, args.out_dir / "history.csv")
     write_csv(result.updates, args.out_dir / "updates.csv")

@@ -20,6 +20,8 @@
 
 The paper table (safecompress.steps.summarize) gives each mean its 95 % interval: the t-interval
 over seeds, or with one seed the model's bootstrap interval; the figures draw those as bars.
+The ablation's seed statistics and the ROC curves with their bootstrap bands are computed here
+by safecompress.reporting.tables, then drawn by safecompress.reporting.figures.
 Every figure is written twice: the --out PNG (150 dpi) and a PDF with the same stem.
 A missing file or column, or an attack the tables lack, ends in one line naming it (exit code 2).
 """
@@ -38,9 +40,8 @@ import safetensors
 from matplotlib.figure import Figure
 
 from safecompress.io import read_csv
-from safecompress.reporting import figures
+from safecompress.reporting import figures, tables
 from safecompress.steps import cli
-from safecompress.steps.summarize import SUMMARY_COLUMNS, seed_statistics
 
 LAYER_DENSITY_KEYS = ("layer_density_start", "layer_density_end")
 
@@ -131,10 +132,14 @@ def draw_attack(args: argparse.Namespace) -> Figure:
     return _from_table(args.paper_table, figures.attack_vs_density, args.metric)
 
 
+def _ablation_statistics(path: Path) -> pd.DataFrame:
+    """The ablation's per-seed rows (ablation.csv) as seed statistics, as the paper table has
+    them."""
+    return tables.seed_statistics(read_csv(path, required=tables.SUMMARY_COLUMNS))
+
+
 def draw_tradeoff(args: argparse.Namespace) -> Figure:
-    variants = None
-    if args.ablation is not None:  # the ablation's per-seed rows, as the paper table has them
-        variants = seed_statistics(read_csv(args.ablation, required=SUMMARY_COLUMNS))
+    variants = None if args.ablation is None else _ablation_statistics(args.ablation)
     return _from_table(args.paper_table, figures.tradeoff, args.attack, variants)
 
 
@@ -149,23 +154,25 @@ def draw_training(args: argparse.Namespace) -> Figure:
 
 def draw_roc(args: argparse.Namespace) -> Figure:
     _require_one_per_file(scores=args.scores, method=args.method, density=args.density)
-    tables = [
+    per_model = [
         _read_scores(path, args.attack).assign(method=method, density=density)
         for path, method, density in zip(args.scores, args.method, args.density, strict=True)
     ]
-    return figures.roc_curves(
-        pd.concat(tables, ignore_index=True), args.attack, args.bootstrap, args.seed
-    )
+    scores = pd.concat(per_model, ignore_index=True)
+    return figures.roc_curves(tables.roc_table(scores, args.attack, args.bootstrap, args.seed))
 
 
 def draw_layer_density(args: argparse.Namespace) -> Figure:
     _require_one_per_file(models=args.models, label=args.label)
-    tables = [layer_table(path, label) for path, label in zip(args.models, args.label, strict=True)]
-    return figures.layer_density(pd.concat(tables, ignore_index=True))
+    layers = [layer_table(path, label) for path, label in zip(args.models, args.label, strict=True)]
+    return figures.layer_density(pd.concat(layers, ignore_index=True))
 
 
 def draw_ablation(args: argparse.Namespace) -> Figure:
-    return _from_table(args.table, figures.ablation, args.attack)
+    try:
+        return figures.ablation(_ablation_statistics(args.table), args.attack)
+    except ValueError as err:
+        raise ValueError(f"{args.table}: {err}") from err
 
 
 def draw_candidates(args: argparse.Namespace) -> Figure:
@@ -259,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = figure("ablation", draw_ablation, "SafeCompress ablations: lambda, N, strategies")
     ablation.add_argument(
-        "--table", required=True, type=Path, help="ablation table written by safecompress.summarize"
+        "--table",
+        required=True,
+        type=Path,
+        help="ablation table written by safecompress.steps.summarize",
     )
     ablation.add_argument("--attack", required=True, help="attack whose AUC is plotted")
 

@@ -19,17 +19,22 @@ from pathlib import Path
 from safecompress.config import specs
 from safecompress.config.settings import check_section
 from safecompress.data.batches import TrainBatches
-from safecompress.data.splits import MEMBER_SETS, load_data, set_indices, shadow_partition
-from safecompress.io import config_hash, write_csv, write_features
-from safecompress.privacy.signals import feature_matrix, signal_table
+from safecompress.data.splits import (
+    EVALUATED_SETS,
+    MEMBER_SETS,
+    load_data,
+    reference_seed,
+    set_indices,
+    shadow_partition,
+)
+from safecompress.io import config_hash, write_csv
+from safecompress.privacy.signals import save_reference_signals
 from safecompress.steps import cli
 from safecompress.training.checkpoint import Checkpoint
 from safecompress.training.devices import pick_device, to_device
 from safecompress.training.loop import fit, seed_everything
 from safecompress.training.models import build_model, save_model
 from safecompress.training.provenance import code_revision, provenance
-
-SHADOW_SEED_OFFSET = 10_000  # shadow model k trains with seed offset + k, apart from targets
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -54,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         members, seed = set_indices(data.split, *MEMBER_SETS), args.seed
     else:
         members, nonmembers = shadow_partition(data.split, args.seed)
-        seed = SHADOW_SEED_OFFSET + args.seed
+        seed = reference_seed(args.seed)
     train = data.take(members)
 
     seed_everything(seed)
@@ -87,15 +92,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     write_csv(history, args.out_dir / "history.csv")
     if args.role == "shadow":
-        signals = signal_table(model, data, {"member": members, "non-member": nonmembers})
-        signals.insert(0, "shadow", args.seed)
-        queried = set_indices(data.split, "target_train", "target_out")
-        queries = signal_table(model, data, {"query": queried}).drop(columns="set")
-        write_features(
-            feature_matrix(model, data, signals["index"].to_numpy()), args.out_dir / "features.npy"
+        save_reference_signals(
+            model,
+            data,
+            {"member": members, "non-member": nonmembers},
+            set_indices(data.split, *EVALUATED_SETS),
+            args.seed,
+            args.out_dir,
         )
-        write_csv(queries, args.out_dir / "queries.csv")
-        write_csv(signals, args.out_dir / "signals.csv")
     save_model(model, args.out_dir / "model.safetensors", meta)
     checkpoint.remove()
 

@@ -10,7 +10,6 @@ sample that every model finds easy is not flagged for being easy.
 from __future__ import annotations
 
 import numpy as np
-import scipy.special
 
 from safecompress.privacy.attacks.scores import LOG_FLOOR, class_labels, logit_matrix
 
@@ -36,6 +35,8 @@ def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
     logits = logit_matrix(logits)
     if logits.shape[1] < 2:
         raise ValueError(f"phi needs at least 2 classes, got {logits.shape[1]}")
+    import scipy.special  # on first use: the steps that train import this package too
+
     labels = class_labels(labels, *logits.shape)
     is_true_class = np.arange(logits.shape[1]) == labels[:, None]
     true_logit = logits[np.arange(len(labels)), labels]
@@ -83,6 +84,8 @@ def lira_offline(
     if fix_variance or n_references < LIRA_PER_SAMPLE_VARIANCE_FROM:
         variance = np.full_like(variance, variance.mean())
     std = np.maximum(np.sqrt(variance), LIRA_MIN_STD)
+    import scipy.special
+
     return scipy.special.log_ndtr((phi - mean) / std)  # the standard normal's log-CDF
 
 

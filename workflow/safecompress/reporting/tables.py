@@ -1,0 +1,282 @@
+"""The result tables, built from every model's attack results (`safecompress.steps.summarize`
+writes them, `safecompress.steps.figures` draws from them).
+
+summary:  one row per dataset x method x variant x density x seed x attack (tidy), every
+          metric with its 95 % bootstrap interval; `strongest` marks each model's attack with
+          the highest AUC.
+seed statistics (the paper table): per dataset x method x variant x density x attack x
+          metric, the mean, sd and 95 % t-interval over seeds (one seed: that model's
+          bootstrap interval); attack "strongest" is each model's strongest attack.
+Markdown: the paper table as one table per data set, "mean [low, high]" in %.
+paired:   every model against a baseline method's model on the same samples.
+ROC:      every model's ROC and pointwise bootstrap band, per attack.
+
+Every function takes and returns pandas tables; reading and writing files is the steps' part,
+except the per-sample scores that the paired table reads through the summary's paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from safecompress.config.methods import METHODS
+from safecompress.config.settings import STRONGEST_ATTACK
+from safecompress.io import read_csv
+from safecompress.privacy.bootstrap import roc_band, seed_t_interval
+from safecompress.privacy.metrics import (
+    ATTACK_METRICS,
+    TPR_AT_FPR,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
+)
+from safecompress.privacy.paired import ScoredModel, paired_rows
+from safecompress.privacy.signals import logits_of
+
+KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
+MODEL = KEY[:-1]
+METRICS = ["task_acc", *ATTACK_METRICS]
+# What seed_statistics reads of a summary table (summary.csv, ablation.csv).
+SUMMARY_COLUMNS = (
+    *KEY,
+    "strongest",
+    *METRICS,
+    *(f"{metric}_ci_{end}" for metric in METRICS for end in ("low", "high")),
+)
+METHOD_ORDER = ["dense", *METHODS]
+# Every method is compared with DST (no defense) and with SafeCompress, where they ran.
+PAIRED_BASELINES = ("dst", "safecompress")
+PAIRED_COLUMNS = [
+    "dataset",
+    "method",
+    "variant",
+    "baseline",
+    "density",
+    "scope",
+    "seed",
+    "n_seeds",
+    "attack",
+    "metric",
+    "difference",
+    "ci_low",
+    "ci_high",
+]
+# The paper table of `seed_statistics` (paper_table.csv): what the summary figures read.
+PAPER_TABLE_COLUMNS = (
+    "dataset",
+    "method",
+    "density",
+    "attack",
+    "metric",
+    "mean",
+    "ci_low",
+    "ci_high",
+)
+MARKDOWN_METRICS = (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"))
+# The low-FPR number that the ROC table gives each model besides its AUC.
+ROC_TPR_METRIC = "tpr_at_1pct_fpr"
+ROC_COLUMNS = (
+    "attack",
+    "method",
+    "density",
+    "curve",
+    "fpr",
+    "tpr",
+    "ci_low",
+    "ci_high",
+    "auc",
+    ROC_TPR_METRIC,
+    "n_members",
+    "n_nonmembers",
+)
+
+
+def require_columns(table: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Raise ValueError naming the columns that `table` lacks."""
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}"
+        )
+
+
+def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """All per-model results, sorted, each model's strongest attack (highest AUC) marked; a
+    model listed twice is an error, not a silent duplicate."""
+    summary = pd.concat(frames, ignore_index=True)
+    duplicated = summary[summary.duplicated(KEY, keep=False)]
+    if len(duplicated):
+        raise ValueError(
+            f"results listed twice: {duplicated[KEY].drop_duplicates().to_dict('records')}"
+        )
+    best = summary.groupby(MODEL, sort=False)["auc"].transform("max")
+    summary["strongest"] = summary["auc"] == best
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return summary.sort_values(
+        KEY,
+        key=lambda col: col.map(order) if col.name == "method" else col,
+        ascending=[True, True, True, False, True, True],
+    ).reset_index(drop=True)
+
+
+def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per metric: mean and sd over seeds, and a 95 % Student-t interval of the mean; with a
+    single seed, the model's own bootstrap interval (tidy: one row per metric). Besides each
+    attack, the pseudo-attack `strongest`: every model's attack with the highest AUC (the
+    first in the summary's order on a tie), which may differ between seeds."""
+    strongest = (
+        summary[summary["strongest"]]
+        .drop_duplicates(MODEL)
+        .assign(attack=STRONGEST_ATTACK, strongest=False)
+    )
+    rows = []
+    group = ["dataset", "method", "variant", "density", "attack"]
+    for key, models in pd.concat([summary, strongest]).groupby(group, sort=False):
+        for metric in METRICS:
+            values = models[metric].to_numpy(dtype=float)
+            mean, low, high = seed_t_interval(values)
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            if len(values) == 1:
+                low, high = models[f"{metric}_ci_low"].iloc[0], models[f"{metric}_ci_high"].iloc[0]
+            rows.append(
+                {
+                    **dict(zip(group, key, strict=True)),
+                    "metric": metric,
+                    "mean": mean,
+                    "sd": sd,
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                    "n_seeds": len(values),
+                    "strongest": bool(models["strongest"].any()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def markdown_tables(stats: pd.DataFrame) -> str:
+    """Per data set: rows method x density; columns task accuracy, then AUC and TPR@1%FPR per
+    attack; cells "mean [low, high]" in percent, the strongest attack of a row in bold."""
+    lines = []
+    for dataset, rows in stats.groupby("dataset", sort=False):
+        cell = rows.assign(text=[_cell(row) for row in rows.itertuples(index=False)])
+        accuracy = cell[cell["metric"] == "task_acc"].drop_duplicates(["method", "density"])
+        table = accuracy.set_index(["method", "density"])[["text"]].rename(
+            columns={"text": "task acc (%)"}
+        )
+        for metric, label in MARKDOWN_METRICS:
+            wide = cell[cell["metric"] == metric].pivot(
+                index=["method", "density"], columns="attack", values="text"
+            )
+            table = table.join(wide.rename(columns=lambda a, lab=label: f"{a} {lab} (%)"))
+        n_seeds = int(rows["n_seeds"].max())
+        over = f"95 % t-interval over {n_seeds} seeds" if n_seeds > 1 else "95 % bootstrap interval"
+        lines += [
+            f"## {dataset} (mean [{over}]; bold: the strongest attack by AUC)",
+            "",
+            _markdown(table.reset_index()),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _cell(row) -> str:
+    if np.isnan(row.mean):
+        return "n/a"
+    text = f"{100 * row.mean:.1f} [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+    return f"**{text}**" if row.strongest and row.metric != "task_acc" else text
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def scored_models(summary: pd.DataFrame) -> list[ScoredModel]:
+    """Each model's per-sample scores and task correctness, read from its saved files."""
+    models = []
+    for key, rows in summary.groupby(MODEL, sort=False):
+        first = rows.iloc[0]
+        scores = read_csv(first["scores_path"], required=("index", "set"))
+        signals = read_csv(first["signals_path"], required=("index", "set", "label"))
+        if not scores["index"].equals(signals["index"]):
+            raise ValueError(f"{first['scores_path']}: rows differ from {first['signals_path']}")
+        fields = dict(zip(MODEL, key, strict=True))
+        models.append(
+            ScoredModel(
+                **fields,
+                index=scores["index"].to_numpy(),
+                is_member=(scores["set"] == "member").to_numpy(),
+                correct=logits_of(signals).argmax(1) == signals["label"].to_numpy(),
+                scores={a: scores[f"score_{a}"].to_numpy() for a in rows["attack"]},
+            )
+        )
+    return models
+
+
+def paired_table(
+    summary: pd.DataFrame, baselines: Sequence[pd.DataFrame], n_resamples: int
+) -> pd.DataFrame:
+    """Every summarised model against each of `PAIRED_BASELINES` at the same data set,
+    density and seed (`paired_rows`); `baselines` holds the results of baseline models that
+    are paired with but not summarised (the ablation's DST and SafeCompress)."""
+    models = scored_models(summary_table([summary, *baselines]))
+    summarised = set(zip(summary["method"], summary["variant"], strict=True))
+    rows = [
+        row
+        for baseline in PAIRED_BASELINES
+        for row in paired_rows(models, baseline, n_resamples)
+        if (row["method"], row["variant"]) in summarised
+    ]
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def roc_table(
+    scores: pd.DataFrame, attacks: Sequence[str], n_resamples: int, seed: int = 0
+) -> pd.DataFrame:
+    """Per attack and model (method, density) of the per-sample `scores` (columns method,
+    density, set, score_<attack>): its ROC from the smallest FPR the non-members resolve
+    (curve "roc", every point) and its pointwise 95 % bootstrap band on a log-spaced FPR grid
+    (curve "band", with ci_low and ci_high). Every row also carries the model's AUC, TPR at
+    1% FPR (NaN where unresolved) and numbers of members and non-members."""
+    if not attacks:
+        raise ValueError("no attack to draw; give at least one")
+    require_columns(scores, ["method", "density", "set", *(f"score_{a}" for a in attacks)])
+    unknown_sets = sorted(set(scores["set"]) - {"member", "non-member"})
+    if unknown_sets:
+        raise ValueError(f"column set has {unknown_sets}; expected 'member' or 'non-member'")
+    curves = []
+    for attack in attacks:
+        for (method, density), model in scores.groupby(["method", "density"], sort=False):
+            is_member = (model["set"] == "member").to_numpy()
+            values = model[f"score_{attack}"].to_numpy()
+            n_nonmembers = np.count_nonzero(~is_member)
+            fpr, tpr, _ = roc_curve(is_member, values)
+            measured = fpr >= 1 / n_nonmembers
+            band = roc_band(is_member, values, n_resamples, seed)
+            points = pd.DataFrame({"curve": "roc", "fpr": fpr[measured], "tpr": tpr[measured]})
+            bands = pd.DataFrame(
+                {
+                    "curve": "band",
+                    "fpr": band.fpr,
+                    "tpr": band.tpr,
+                    "ci_low": band.low,
+                    "ci_high": band.high,
+                }
+            )
+            curves.append(
+                pd.concat([points, bands]).assign(
+                    attack=attack,
+                    method=method,
+                    density=density,
+                    auc=roc_auc(is_member, values),
+                    **{ROC_TPR_METRIC: tpr_at_fpr(is_member, values, TPR_AT_FPR[ROC_TPR_METRIC])},
+                    n_members=np.count_nonzero(is_member),
+                    n_nonmembers=n_nonmembers,
+                )
+            )
+    return pd.concat(curves, ignore_index=True)[list(ROC_COLUMNS)]
