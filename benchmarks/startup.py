@@ -8,10 +8,10 @@ argument parsing, no work) against `python -c "import torch"`, each the median o
 processes, run interleaved (one of each per round, after one discarded warm-up round) so that
 a slow moment of the machine hits all of them alike. The excess over torch is what the step
 imports beyond torch (negative: the step imports no torch at all). For the steps that train
-(train, compress, fit_attackers) it also times building the first optimizer after importing
-the step: torch.optim imports torch._dynamo the first time an optimizer is built or stepped
-(its methods are wrapped in torch._disable_dynamo and its step in a graph break, both of
-which import torch._dynamo on the first call).
+(train, references, compress, fit_attackers) it also times building the first optimizer after
+importing the step: torch.optim imports torch._dynamo the first time an optimizer is built or
+stepped (its methods are wrapped in torch._disable_dynamo and its step in a graph break, both
+of which import torch._dynamo on the first call).
 
 --before DIR also times the package in DIR (a folder holding a `safecompress` package, e.g.
 the workflow/ folder of a checkout of an earlier commit), interleaved with the current one,
@@ -34,9 +34,20 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("split", "train", "fit_attackers", "compress", "attack", "summarize", "figures")
+# Every step module (a new one is timed too), in pipeline order where known.
+ORDER = ("split", "train", "references", "fit_attackers", "compress", "attack", "summarize")
+STEPS = tuple(
+    sorted(
+        (
+            path.stem
+            for path in (REPO / "workflow" / "safecompress" / "steps").glob("*.py")
+            if path.stem not in ("__init__", "cli")
+        ),
+        key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER), name),
+    )
+)
 # Steps that build an optimizer, and the one they build first.
-TRAINING = {"train": "SGD", "compress": "SGD", "fit_attackers": "Adam"}
+TRAINING = {"train": "SGD", "references": "SGD", "compress": "SGD", "fit_attackers": "Adam"}
 TORCH = ("-c", "import torch")
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 

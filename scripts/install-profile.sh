@@ -302,7 +302,9 @@ render >"$tmp/profile.yaml"
 # The template and this script must agree: every line it means to change was there.
 expected=0
 if [[ $status_command == squeue ]]; then expected=$((expected + 1)); fi
-if [[ -n $gpu_type ]]; then expected=$((expected + 4)); fi
+if [[ -n $gpu_type ]]; then # `set-resources:` and one line per GPU rule
+    expected=$((expected + 1 + $(grep -c '^#   .*<your_gpu_type>' "$TEMPLATE")))
+fi
 if ((filled != 2 || uncommented != expected)) ||
     [[ $(grep -v '^ *#' "$tmp/profile.yaml") == *"<your_"* ]]; then
     die "$TEMPLATE no longer has the placeholder lines this script fills in; update the script"

@@ -15,7 +15,8 @@
 set -euo pipefail
 
 PACKAGES=(slurmctld slurmd slurm-client munge)
-WAIT_S=${SLURM_CLUSTER_WAIT_S:-30} # bound for "node idle"
+# Bound for "node idle": a safety net for daemons that never come up (they do in ~2 s).
+WAIT_S=${SLURM_CLUSTER_WAIT_S:-120}
 # Other ports let two test clusters (two test sessions) run side by side.
 CTLD_PORT=${SLURM_CLUSTER_CTLD_PORT:-6817}
 SLURMD_PORT=${SLURM_CLUSTER_SLURMD_PORT:-6818}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: environment, lint, unit tests, workflow tests.
 #   bash scripts/test.sh [pytest arguments]
+# Every test runs here, the `slow` ones (workflow, SLURM, multi-second unit tests) included;
+# while working, `python -m pytest -m "not slow"` is the fast subset (README.md, Tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ snakemake --lint --cores 1 >/dev/null || { snakemake --lint --cores 1; exit 1; }
 
 echo "== tests: pytest" >&2
 status=0
-python -m pytest "$@" || status=$?
+python -m pytest --durations=15 "$@" || status=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, say so.
 if [[ $status -eq 5 ]]; then
     echo "test.sh: pytest collected no tests" >&2

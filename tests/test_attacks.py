@@ -266,6 +266,7 @@ def test_network_attacks_use_a_given_adversary_and_fit_the_same_one_without():
     assert not np.array_equal(with_untrained["score_nasr"], fitted_here["score_nasr"])
 
 
+@pytest.mark.slow
 def test_run_attacks_detects_members_with_lower_loss():
     target, shadow = leaky_signals(seed=0)
     metrics, scores = run(target, shadow, list(attacks.ATTACKS), seed=0)

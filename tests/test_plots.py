@@ -960,11 +960,13 @@ OVERLAP_FIGURES: dict[str, Callable[[], Figure]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OVERLAP_FIGURES)
 def test_no_two_labels_overlap(name):
     assert overlapping_labels(OVERLAP_FIGURES[name]()) == []
 
 
+@pytest.mark.slow
 def test_evidence_sized_tradeoff_has_no_overlapping_labels(tmp_path):
     """The evidence run's trade-off (config/evidence.yaml): dense and every method at
     densities 0.1 and 0.05, five seeds, eight attacks, a dozen ablation variants crowding the

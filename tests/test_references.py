@@ -11,6 +11,7 @@ import pytest
 from safecompress.data.splits import (
     MEMBER_SETS,
     make_split,
+    rmia_population,
     set_indices,
     shadow_partition,
     stand_in_split,
@@ -48,6 +49,17 @@ def test_stand_in_sets_come_from_draw_k_with_the_targets_proportions(k):
     held_share = real["reference"] / (real["reference"] + real["target_out"])
     assert sizes["known_members"] / len(members) == pytest.approx(known_share, abs=0.01)
     assert sizes["reference"] / len(nonmembers) == pytest.approx(held_share, abs=0.01)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_no_reference_trains_on_or_holds_out_rmias_population(k):
+    split = make_split(1797, FRACTIONS, 0)
+    population = set(rmia_population(split))
+    assert population <= set(set_indices(split, "shadow_out")) and len(population) > 100
+    stand_in = stand_in_split(split, k)
+    used = set_indices(stand_in, *MEMBER_SETS, "reference")
+    assert not population & set(used)
+    assert population <= set(set_indices(stand_in, "target_out"))
 
 
 def test_stand_ins_differ_between_references():

@@ -34,12 +34,13 @@ from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, changed, snakemake_comm
 TEMPLATE = REPO / "profiles" / "slurm" / "profile.yaml"
 INSTALL = REPO / "scripts" / "install-profile.sh"
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"
-GPU_RULES = {"train_dense", "train_shadow", "compress"}
+GPU_RULES = {"train_dense", "train_shadow", "train_references", "compress"}
 # The smallest grid with every kind of job these tests look at: the split, the dense and one
-# shadow model, two compression methods (DST, and SafeCompress with its safety test), the
-# attack of each model, the summary and a figure (a rule without resources of its own); one
-# density, seed and attack, no ablation, one GPU for each training and compression job. Ten
-# jobs, the four GPU ones one after another; each costs a few CPU-seconds, most of it
+# shadow model, two compression methods (DST, and SafeCompress with its safety test) and the
+# reference models of each (the tiny config's `evaluation.references`), the attack of each
+# model, the summary and a figure (a rule without resources of its own); one density, seed and
+# attack, no ablation, one GPU for each training and compression job. About a dozen jobs, the
+# GPU ones one after another (the cluster has one); each costs a few CPU-seconds, most of it
 # snakemake and torch starting up. The local run of the comparison runs the same grid.
 SLURM_GRID = {
     "methods": ["dst", "safecompress"],
@@ -227,8 +228,7 @@ def test_install_fills_in_the_template_and_nothing_else(fake, tmp_path, cluster_
     template = profile_settings(TEMPLATE)
     expected = {**template, "default-resources": dict(template["default-resources"])}
     expected["default-resources"]["slurm_partition"] = "'all'"
-    gpu = {"gpu_model": "'a100'"}
-    expected["set-resources"] = {"train_dense": gpu, "train_shadow": gpu, "compress": gpu}
+    expected["set-resources"] = {rule: {"gpu_model": "'a100'"} for rule in GPU_RULES}
     if cluster_kind == "accounting":
         expected["default-resources"]["slurm_account"] = "'proj2'"
     else:  # no account, and job states from squeue: sacct would fail forever

@@ -1,9 +1,12 @@
 """Real on-disk formats through the whole workflow: Fashion-MNIST from Debian's package and a text
-set in Hugging Face's save_to_disk format read by MiniLM-L6 from its pip package; and the
-paper-scale config's whole grid as a dry run, with no data on disk."""
+set in Hugging Face's save_to_disk format read by MiniLM-L6 from its pip package, up to the
+summary and each data set's figures (the summary figures, drawn from the paper table whatever
+the data, run in test_workflow.py); and the paper-scale config's whole grid as a dry run, with
+no data on disk."""
 
 import json
 import re
+import subprocess
 
 import datasets
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 import safetensors
 import yaml
 
+from helpers import HUNG_RUN_S, snakemake_command, workflow_env
 from safecompress.config.settings import ConfigError, check_config
 from safecompress.data.sources import DEBIAN_FASHION_MNIST
 from test_workflow import REPO, snakemake
@@ -19,6 +23,11 @@ from test_workflow import REPO, snakemake
 FORMATS = REPO / ".test" / "config" / "formats.yaml"
 PAPER = REPO / "config" / "paper.yaml"
 N_REVIEWS = 400
+TARGETS = ["results/tables/summary.csv"] + [
+    f"results/figures/{dataset}/{figure}.png"
+    for dataset in yaml.safe_load(FORMATS.read_text())["datasets"]
+    for figure in ("training_curves", "roc", "layer_density", "candidates")
+]
 
 
 def write_reviews(folder, n: int, seed: int = 0) -> None:
@@ -44,7 +53,10 @@ def run(tmp_path_factory):
         pytest.fail("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
     workdir = tmp_path_factory.mktemp("formats")
     write_reviews(workdir / "data" / "reviews", N_REVIEWS)
-    result = snakemake(workdir, "--configfile", str(FORMATS))
+    command = snakemake_command(workdir, [FORMATS], "--cores", "2", *TARGETS)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_RUN_S
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
 

@@ -112,39 +112,52 @@ def set_indices(split: pd.DataFrame, *names: str) -> np.ndarray:
     return np.sort(split.loc[split["set"].isin(names), "index"].to_numpy(dtype=np.int64))
 
 
-def shadow_partition(split: pd.DataFrame, shadow: int) -> tuple[np.ndarray, np.ndarray]:
-    """Members and non-members of shadow model `shadow`.
+def rmia_population(split: pd.DataFrame) -> np.ndarray:
+    """RMIA's population z: half of `shadow_out` (seeded), which no reference model of any
+    recipe ever trains on, so every reference is OUT for every z (Zarifzadeh et al.)."""
+    out = set_indices(split, "shadow_out")
+    return np.sort(np.random.default_rng(0).permutation(out)[: len(out) // 2])
 
-    Shadow model 0 uses the split's shadow_train / shadow_out; model k > 0 re-draws a partition
-    of the same shadow pool with the same sizes (seed k), so shadow models differ in their data
-    as well as their initialisation.
+
+def shadow_partition(split: pd.DataFrame, shadow: int) -> tuple[np.ndarray, np.ndarray]:
+    """Members and non-members of shadow (reference) model `shadow`.
+
+    Model 0 uses the split's shadow_train / shadow_out; model k > 0 re-draws the members, as
+    many as shadow_train's, from the shadow pool outside RMIA's population (seed k), so
+    reference models differ in their data as well as their initialisation and none trains on
+    the population.
     """
     members = set_indices(split, "shadow_train")
     nonmembers = set_indices(split, "shadow_out")
     if shadow == 0:
         return members, nonmembers
-    pool = np.random.default_rng(shadow).permutation(np.concatenate([members, nonmembers]))
-    return np.sort(pool[: len(members)]), np.sort(pool[len(members) :])
+    population = rmia_population(split)
+    drawable = np.setdiff1d(np.concatenate([members, nonmembers]), population)
+    pool = np.random.default_rng(shadow).permutation(drawable)
+    rest = np.concatenate([pool[len(members) :], population])
+    return np.sort(pool[: len(members)]), np.sort(rest)
 
 
 def stand_in_split(split: pd.DataFrame, k: int) -> pd.DataFrame:
     """The split reference model k of a recipe trains by: the target's sets, played by draw k of
     the attacker's pool (`shadow_partition`). Its members (`target_train`, with the same share
     of `known_members` as the target's) are the draw's members; its defender's held-out
-    `reference` set is a share of the draw's non-members (the target's reference : target_out
-    ratio) and its `target_out` the rest, which the reference never touches. Columns `index`,
-    `set`; only those four sets."""
+    `reference` set is a share of the draw's non-members outside RMIA's population (the
+    target's reference : target_out ratio), and its `target_out` the rest, which the reference
+    never touches. Columns `index`, `set`; only those four sets."""
     members, nonmembers = shadow_partition(split, k)
     sizes = split["set"].value_counts()
     rng = np.random.default_rng(k)  # which members are known, which held out: seeded by k
-    members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
+    members = rng.permutation(members)
+    population = rmia_population(split)
+    others = rng.permutation(np.setdiff1d(nonmembers, population))
     n_known = round(len(members) * sizes["known_members"] / sizes[list(MEMBER_SETS)].sum())
     n_held = round(len(nonmembers) * sizes["reference"] / sizes[["reference", "target_out"]].sum())
     parts = {
         "target_train": members[n_known:],
         "known_members": members[:n_known],
-        "target_out": nonmembers[n_held:],
-        "reference": nonmembers[:n_held],
+        "target_out": np.concatenate([others[n_held:], np.intersect1d(nonmembers, population)]),
+        "reference": others[:n_held],
     }
     return pd.DataFrame(
         {

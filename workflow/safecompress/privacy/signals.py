@@ -110,19 +110,14 @@ def read_shadows(
     return pd.concat(signals, ignore_index=True), matrix, queries
 
 
-def population_indices(shadow: pd.DataFrame) -> np.ndarray:
-    """RMIA's population z: every sample of the attacker's pool that some shadow model did not
-    train on, in pool order."""
-    return np.unique(shadow.loc[shadow["set"] == "non-member", "index"].to_numpy())
-
-
 def population(target: pd.DataFrame, shadow: pd.DataFrame) -> Population:
-    """RMIA's population from signals: the target's rows on it (`population_indices`), and each
-    sample's mean true-class probability under the shadow models that did not train on it."""
+    """RMIA's population from signals: the target's rows on it (`data.splits.rmia_population`),
+    and each sample's mean true-class probability under the references, none of which trained
+    on it."""
     from safecompress.privacy.attacks import Population
     from safecompress.privacy.attacks.scores import confidence, softmax
 
-    out = shadow[shadow["set"] == "non-member"]
+    out = shadow[(shadow["set"] == "non-member") & shadow["index"].isin(target["index"])]
     labels = out["label"].to_numpy()
     probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])
     reference = probability.groupby(level=0).mean()

@@ -29,7 +29,7 @@ from torch import nn
 
 from safecompress.config import specs
 from safecompress.config.settings import REFERENCE_KINDS
-from safecompress.data.splits import load_data, set_indices
+from safecompress.data.splits import load_data, rmia_population, set_indices
 from safecompress.io import write_csv
 from safecompress.privacy import attacks
 from safecompress.privacy.attacks.learned import load_adversary
@@ -39,7 +39,6 @@ from safecompress.privacy.signals import (
     feature_matrix,
     logits_of,
     population,
-    population_indices,
     read_shadows,
     signal_table,
 )
@@ -66,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         {
             "member": set_indices(data.split, "target_train"),
             "non-member": set_indices(data.split, "target_out"),
-            POPULATION: population_indices(shadow_signals),
+            POPULATION: rmia_population(data.split),
         },
     )
     signals = computed[computed["set"] != POPULATION].reset_index(drop=True)
