@@ -62,3 +62,14 @@ def changed(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     else:
         node[last] = value
     return config
+
+
+# The default config's split of a data pool (config/config.yaml, data.digits.split).
+FRACTIONS = {
+    "target_train": 0.2,
+    "known_members": 0.07,
+    "target_out": 0.2,
+    "shadow_train": 0.27,
+    "shadow_out": 0.17,
+    "reference": 0.08,
+}

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import FRACTIONS
 from safecompress.data.sources import load_pool
 from safecompress.data.splits import (
     SPLIT_SETS,
@@ -14,15 +15,6 @@ from safecompress.data.splits import (
     shadow_partition,
     split_sizes,
 )
-
-FRACTIONS = {
-    "target_train": 0.2,
-    "known_members": 0.07,
-    "target_out": 0.2,
-    "shadow_train": 0.27,
-    "shadow_out": 0.17,
-    "reference": 0.08,
-}
 
 
 def test_digits_pool_is_the_real_bundled_data():

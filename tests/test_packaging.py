@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from helpers import FRACTIONS
 from safecompress.training.provenance import code_revision
 from test_envs import DRIVER_ONLY, REPO, pins
 
@@ -19,14 +20,7 @@ DIGITS = {
         "source": "sklearn",
         "name": "digits",
         "split_seed": 0,
-        "split": {
-            "target_train": 0.2,
-            "known_members": 0.07,
-            "target_out": 0.2,
-            "shadow_train": 0.27,
-            "shadow_out": 0.17,
-            "reference": 0.08,
-        },
+        "split": FRACTIONS,
     }
 }
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import FRACTIONS
 from safecompress.data.splits import (
     MEMBER_SETS,
     make_split,
@@ -21,14 +22,6 @@ from safecompress.steps import references
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".test" / "config" / "config.yaml"
-FRACTIONS = {
-    "target_train": 0.2,
-    "known_members": 0.07,
-    "target_out": 0.2,
-    "shadow_train": 0.27,
-    "shadow_out": 0.17,
-    "reference": 0.08,
-}
 
 
 @pytest.mark.parametrize("k", [0, 1, 3])
