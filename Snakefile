@@ -1,6 +1,7 @@
 # SafeCompress: test-driven dynamic sparse training with a membership inference attack as the
 # safety test (Zhu, Wang, Han, ASE 2022). The experiment grid is the DAG:
-#   split -> dense target + shadow models -> compress (method x density x seed)
+#   split (one per split seed) -> dense target + shadow models
+#         -> compress (method x density x seed) and each recipe's reference models
 #         -> attack every model -> summary tables and figures
 from snakemake.utils import min_version
 
@@ -18,6 +19,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
+    split=r"\d+",
     method="|".join(["dense", *METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
     density=r"[0-9.]+",
     seed=r"\d+",

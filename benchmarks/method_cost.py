@@ -3,11 +3,11 @@
     PYTHONPATH=workflow python benchmarks/method_cost.py [--results results/evidence]
 
 Reads the benchmark file Snakemake writes for every compress job
-(`<results>/benchmarks/compress/<dataset>_<method>_density<d>_seed<s>.tsv`; ablation variants
-one folder deeper) and prints, per data set, method and density, the mean wall and CPU
-seconds of a job and their ratio to DST's at the same data set and density. A job's time
-includes its interpreter and import start-up (about 3 s); jobs that ran side by side share
-the machine, so compare ratios within one run, not seconds across runs.
+(`<results>/benchmarks/compress/<dataset>_split<k>_<method>_density<d>_seed<s>.tsv`;
+ablation variants one folder deeper) and prints, per data set, method and density, the mean
+wall and CPU seconds of a job and their ratio to DST's at the same data set and density. A
+job's time includes its interpreter and import start-up (about 3 s); jobs that ran side by
+side share the machine, so compare ratios within one run, not seconds across runs.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pandas as pd
 
 from safecompress.config.methods import METHODS
 
-# <dataset>_<method>_density<d>_seed<s>; data set and method names may hold underscores, so
+# <dataset>_split<k>_<method>_density<d>_seed<s>; data set and method names may hold underscores, so
 # the method is one of METHODS (longest first) or ablation/<variant>
 JOB = re.compile(
-    r"(?P<dataset>.+?)_(?P<method>"
+    r"(?P<dataset>.+?)_split\d+_(?P<method>"
     + "|".join(sorted(METHODS, key=len, reverse=True))
     + r"|ablation/.+?)_density(?P<density>[0-9.]+)_seed\d+"
 )

@@ -44,7 +44,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         split_path = Path(tmp) / "split.csv"
-        write_csv(make_split(len(load_pool(spec).y), spec["split"], spec["split_seed"]), split_path)
+        split = make_split(len(load_pool(spec).y), spec["split"], config["split_seeds"][0])
+        write_csv(split, split_path)
         data = load_data(spec, split_path)
         train = specs.read(specs.TrainSpec, "train", config["train"])
         runs: dict[str, list[float]] = {"dst": [], "safecompress": []}

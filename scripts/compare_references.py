@@ -9,7 +9,7 @@ models (`dense`), side by side.
         --matched results/tables/summary.csv --dense results_dense/tables/summary.csv
 
 The two runs train identical targets (the references are the only difference), so the
-tables pair row for row. Prints, per method and density (mean over seeds), each attack's AUC
+tables pair row for row. Prints, per method and density (mean over replicates), each attack's AUC
 and TPR at 1 % FPR under both, and matched minus dense; `--out` also writes it as CSV.
 """
 
@@ -28,8 +28,8 @@ METRICS = ["auc", "tpr_at_1pct_fpr"]
 
 def side_by_side(matched: pd.DataFrame, dense: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
     """One row per model and attack: each metric under matched and dense references (means
-    over seeds) and their difference."""
-    keys = [*MODEL, "seed", "attack"]
+    over replicates) and their difference."""
+    keys = [*MODEL, "split", "seed", "attack"]
     pairs = matched[matched["attack"].isin(attacks)].merge(
         dense[dense["attack"].isin(attacks)],
         on=keys,
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--attacks", nargs="+", default=["lira", "rmia", "loss"])
     p.add_argument("--out", type=Path, help="also write the table here (CSV)")
     args = p.parse_args()
-    required = (*MODEL, "seed", "attack", *METRICS)
+    required = (*MODEL, "split", "seed", "attack", *METRICS)
     table = side_by_side(
         read_csv(args.matched, required=required),
         read_csv(args.dense, required=required),

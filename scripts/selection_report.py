@@ -2,10 +2,10 @@
 
     PYTHONPATH=workflow python scripts/selection_report.py [--results results/evidence]
 
-Reads every `<results>/<dataset>/<method>/density<d>/seed<s>/updates.csv` of the selecting
-methods (safecompress, safecompress_adv and the ablation variants) and prints, per method
-and density:
-- updates: mask updates logged, over all seeds;
+Reads every `<results>/<dataset>/split<k>/<method>/density<d>/seed<s>/updates.csv` of the
+selecting methods (safecompress, safecompress_adv and the ablation variants) and prints,
+per method and density:
+- updates: mask updates logged, over all replicates;
 - kept_dst: share of updates whose kept candidate is DST's own strategy (candidate 0);
 - leakage_gain: mean leakage (the safety score) of DST's candidate minus the kept one's, at
   the last rung where both were tested (positive: the kept candidate leaks less);
@@ -58,7 +58,7 @@ def main() -> None:
     frames = []
     for path in sorted(args.results.glob("*/**/density*/seed*/updates.csv")):
         parts = path.relative_to(args.results).parts
-        method = "/".join(parts[1:-3])
+        method = "/".join(parts[2:-3])  # <dataset>/split<k>/<method>/density<d>/seed<s>
         if not (method.startswith("safecompress") or method.startswith("ablation/")):
             continue
         density = float(parts[-3].removeprefix("density"))

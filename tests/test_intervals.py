@@ -275,10 +275,11 @@ def test_accuracy_difference_is_a_paired_interval():
         bootstrap.accuracy_difference(correct_a, correct_b[:-1], 100, 0)
 
 
-def scored_model(method, seed, scores, correct, index=None):
+def scored_model(method, seed, scores, correct, index=None, split=0):
     n = len(scores)
     return paired.ScoredModel(
         dataset="digits",
+        split=split,
         method=method,
         variant="default",
         density=0.1,
@@ -290,24 +291,26 @@ def scored_model(method, seed, scores, correct, index=None):
     )
 
 
-def test_paired_rows_compare_each_seed_then_the_mean_over_seeds():
+def test_paired_rows_compare_each_replicate_then_the_mean_over_replicates():
     rng = np.random.default_rng(15)
     is_member = np.arange(400) < 200
     models = []
-    for seed in (0, 1, 2):
+    # seed 0 on two splits: each model is paired with DST of its own split, not the other's
+    for split, seed in ((0, 0), (7, 0), (7, 1)):
         base = rng.normal(size=400) + is_member
         correct = rng.random(400) < 0.8
+        noisy = base + rng.normal(scale=0.8, size=400)
         models += [
-            scored_model("dst", seed, base, correct),
-            scored_model("safecompress", seed, base + rng.normal(scale=0.8, size=400), correct),
+            scored_model("dst", seed, base, correct, split=split),
+            scored_model("safecompress", seed, noisy, correct, split=split),
         ]
     rows = pd.DataFrame(paired.paired_rows(models, "dst", n_resamples=200))
     compared = {("task", "task_acc"), *(("loss", m) for m in paired.PAIRED_METRICS)}
     assert set(rows["method"]) == {"safecompress"}
     assert set(zip(rows["attack"], rows["metric"], strict=True)) == compared
-    per_seed, over_seeds = rows[rows["scope"] == "seed"], rows[rows["scope"] == "seeds"]
+    per_seed, over_seeds = rows[rows["scope"] == "replicate"], rows[rows["scope"] == "replicates"]
     assert len(per_seed) == 3 * len(compared) and len(over_seeds) == len(compared)
-    auc = per_seed[per_seed["metric"] == "auc"].sort_values("seed")
+    auc = per_seed[per_seed["metric"] == "auc"].sort_values(["split", "seed"])
     for model, reference, row in zip(models[1::2], models[::2], auc.itertuples(), strict=True):
         expected = metrics.roc_auc(model.is_member, model.scores["loss"]) - metrics.roc_auc(
             reference.is_member, reference.scores["loss"]
@@ -315,7 +318,7 @@ def test_paired_rows_compare_each_seed_then_the_mean_over_seeds():
         assert row.difference == pytest.approx(expected)
         assert row.ci_low <= row.difference <= row.ci_high
     mean = over_seeds[over_seeds["metric"] == "auc"].iloc[0]
-    assert mean["n_seeds"] == 3
+    assert mean["n_replicates"] == 3
     assert (mean["difference"], mean["ci_low"], mean["ci_high"]) == pytest.approx(
         bootstrap.seed_t_interval(auc["difference"].to_numpy())
     )

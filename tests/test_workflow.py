@@ -130,7 +130,7 @@ def test_measured_density_matches_the_requested_one(run):
 
 def test_numbers_recompute_from_the_saved_per_sample_files(run):
     summary = pd.read_csv(run / "results/tables/summary.csv")
-    split = pd.read_csv(run / "results/digits/split.csv")
+    split = pd.read_csv(run / "results/digits/split0/split.csv")
     check_split(split, 1797, yaml.safe_load(TINY.read_text())["data"]["digits"]["split"])
     for _, row in summary.iterrows():
         signals = pd.read_csv(run / row["signals_path"])
@@ -154,7 +154,9 @@ def test_numbers_recompute_from_the_saved_per_sample_files(run):
 
 def test_safecompress_logs_every_candidate_and_one_selection(run):
     for density in DENSITIES:
-        log = pd.read_csv(run / f"results/digits/safecompress/density{density}/seed0/updates.csv")
+        log = pd.read_csv(
+            run / f"results/digits/split0/safecompress/density{density}/seed0/updates.csv"
+        )
         assert len(log) > 0 and log["strategy"].nunique() == 2
         assert (log.groupby("step")["selected"].sum() == 1).all()
 
@@ -169,7 +171,7 @@ def test_ablation_variants_change_only_their_setting(run):
     ablation = pd.read_csv(run / "results/tables/ablation.csv")
     assert set(ablation["variant"]) == {"lambda_0.0", "n_1", "set_growth_criteria"}
     assert (ablation["method"] == "safecompress").all()
-    root = run / "results/digits/ablation"
+    root = run / "results/digits/split0/ablation"
     one = pd.read_csv(root / "n_1/density0.05/seed0/updates.csv")
     assert (one["candidate"] == 0).all() and one["selected"].all()
     growth = pd.read_csv(root / "set_growth_criteria/density0.05/seed0/updates.csv")

@@ -80,14 +80,14 @@ def test_both_formats_give_a_full_summary(run):
 @pytest.mark.workflow
 def test_each_data_set_trains_its_own_model(run):
     for dataset, n_pool, arch in (("fashion", 1600, "cnn"), ("reviews", N_REVIEWS, "transformer")):
-        split = pd.read_csv(run / f"results/{dataset}/split.csv")
+        split = pd.read_csv(run / f"results/{dataset}/split0/split.csv")
         fractions = yaml.safe_load(FORMATS.read_text())["data"][dataset]["split"]
         assert split["index"].max() < n_pool
         assert len(split) == sum(int(f * n_pool) for f in fractions.values())
         for method in ("dense", "safecompress"):
             density = "1.0" if method == "dense" else "0.2"
             meta = read_meta(
-                run / f"results/{dataset}/{method}/density{density}/seed0/model.safetensors"
+                run / f"results/{dataset}/split0/{method}/density{density}/seed0/model.safetensors"
             )
             assert meta["model"]["arch"] == arch
     meta = read_meta(run / "results/reviews/dense/density1.0/seed0/model.safetensors")
@@ -128,6 +128,6 @@ def test_new_configs_are_valid(path):
 def test_schema_refuses_keys_that_do_not_fit_the_source(entry, key):
     config = yaml.safe_load(FORMATS.read_text())
     split = config["data"]["fashion"]["split"]
-    config["data"]["fashion"] = {"split_seed": 0, "split": split, **entry}
+    config["data"]["fashion"] = {"split": split, **entry}
     with pytest.raises(ConfigError, match=rf"data\.fashion.*{key}|{key}.*data\.fashion"):
         check_config(config)

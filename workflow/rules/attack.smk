@@ -5,11 +5,13 @@ rule fit_attacker:
     input:
         shadow=shadow_files,
     output:
-        results("{dataset}/attackers/seed{seed}/{attack}.safetensors"),
+        results("{dataset}/split{split}/attackers/seed{seed}/{attack}.safetensors"),
     log:
-        results("logs/fit_attacker/{dataset}_{attack}_seed{seed}.log"),
+        results("logs/fit_attacker/{dataset}_split{split}_{attack}_seed{seed}.log"),
     benchmark:
-        results("benchmarks/fit_attacker/{dataset}_{attack}_seed{seed}.tsv")
+        results(
+            "benchmarks/fit_attacker/{dataset}_split{split}_{attack}_seed{seed}.tsv"
+        )
     wildcard_constraints:
         attack="|".join(specs.NETWORK_ATTACKS),
     conda:
@@ -28,14 +30,20 @@ rule train_references:
     recipe on the attacker's K draws of its pool, in one job: what the recipe's targets are
     attacked with under `evaluation.references: matched`."""
     input:
-        split=results("{dataset}/split.csv"),
+        split=results("{dataset}/split{split}/split.csv"),
         teachers=shadow_models,
     output:
-        results("{dataset}/references/{method}/density{density}/references.csv"),
+        results(
+            "{dataset}/split{split}/references/{method}/density{density}/references.csv"
+        ),
     log:
-        results("logs/train_references/{dataset}_{method}_density{density}.log"),
+        results(
+            "logs/train_references/{dataset}_split{split}_{method}_density{density}.log"
+        ),
     benchmark:
-        results("benchmarks/train_references/{dataset}_{method}_density{density}.tsv")
+        results(
+            "benchmarks/train_references/{dataset}_split{split}_{method}_density{density}.tsv"
+        )
     wildcard_constraints:
         method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
     priority: 1
@@ -63,20 +71,30 @@ rule attack:
     """Every evaluation attack on one target model; the attacker knows only its own pool and
     the reference models trained on it (its recipe's, or the dense shadow models)."""
     input:
-        split=results("{dataset}/split.csv"),
+        split=results("{dataset}/split{split}/split.csv"),
         model=results(
-            "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/model.safetensors"
         ),
         references=reference_files,
         adversaries=adversary_files,
     output:
-        table=results("{dataset}/{method}/density{density}/seed{seed}/attacks.csv"),
-        signals=results("{dataset}/{method}/density{density}/seed{seed}/signals.csv"),
-        scores=results("{dataset}/{method}/density{density}/seed{seed}/scores.csv"),
+        table=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/attacks.csv"
+        ),
+        signals=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/signals.csv"
+        ),
+        scores=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/scores.csv"
+        ),
     log:
-        results("logs/attack/{dataset}_{method}_density{density}_seed{seed}.log"),
+        results(
+            "logs/attack/{dataset}_split{split}_{method}_density{density}_seed{seed}.log"
+        ),
     benchmark:
-        results("benchmarks/attack/{dataset}_{method}_density{density}_seed{seed}.tsv")
+        results(
+            "benchmarks/attack/{dataset}_split{split}_{method}_density{density}_seed{seed}.tsv"
+        )
     conda:
         ENV
     resources:
@@ -89,7 +107,7 @@ rule attack:
     shell:
         "python -m safecompress.steps.attack --dataset {wildcards.dataset} --split {input.split}"
         " --model {input.model} --shadows {params.references} --references {params.kind}"
-        " --seed {wildcards.seed}"
+        " --split-seed {wildcards.split} --seed {wildcards.seed}"
         " --adversaries {input.adversaries}"
         " --out-dir $(dirname {output.table}) --data {params.data:q}"
         " --evaluation {params.evaluation:q} > {log} 2>&1"

@@ -53,23 +53,30 @@ def dataset_json(dataset, *names):
     }
 
 
-def all_models():
-    """(method, density, seed) of every target model of each data set, dense first."""
-    dense = [("dense", 1.0, seed) for seed in config["seeds"]]
-    sparse = [
-        (method, density, seed)
-        for method in METHODS
-        for density in config["densities"]
-        for seed in config["seeds"]
+def replicates():
+    """(split, seed) of every replicate: each training seed on each split."""
+    return [
+        (split, seed) for split in config["split_seeds"] for seed in config["seeds"]
     ]
-    return dense + sparse
+
+
+def model_dir(dataset, split, method, density, seed):
+    return results(f"{dataset}/split{split}/{method}/density{density}/seed{seed}")
+
+
+def all_models():
+    """(method, density) of every target model of each data set and replicate, dense first."""
+    return [("dense", 1.0)] + [
+        (method, density) for method in METHODS for density in config["densities"]
+    ]
 
 
 def attack_tables(wildcards=None):
     return [
-        results(f"{dataset}/{method}/density{density}/seed{seed}/attacks.csv")
+        f"{model_dir(dataset, split, method, density, seed)}/attacks.csv"
         for dataset in config["datasets"]
-        for method, density, seed in all_models()
+        for method, density in all_models()
+        for split, seed in replicates()
     ]
 
 
@@ -106,12 +113,10 @@ def ablation_variants():
 def ablation_tables(wildcards=None):
     density = config["ablation"]["density"]
     return [
-        results(
-            f"{dataset}/{ABLATION}{variant}/density{density}/seed{seed}/attacks.csv"
-        )
+        f"{model_dir(dataset, split, ABLATION + variant, density, seed)}/attacks.csv"
         for dataset in config["datasets"]
         for variant in ablation_variants()
-        for seed in config["seeds"]
+        for split, seed in replicates()
     ]
 
 
@@ -119,11 +124,11 @@ def ablation_baseline_tables(wildcards=None):
     """attacks.csv of DST and SafeCompress at the ablation density: what variants pair with."""
     density = config["ablation"]["density"]
     return [
-        results(f"{dataset}/{method}/density{density}/seed{seed}/attacks.csv")
+        f"{model_dir(dataset, split, method, density, seed)}/attacks.csv"
         for dataset in config["datasets"]
         for method in ("dst", "safecompress")
         if method in METHODS and density in config["densities"]
-        for seed in config["seeds"]
+        for split, seed in replicates()
     ]
 
 
@@ -176,14 +181,13 @@ def dense_model_if_pruned(wildcards):
     """The trained dense model, for the methods that start from it (`from_dense`)."""
     if not REGISTRY[compressor(wildcards.method)[0]].from_dense:
         return []
-    return results(
-        f"{wildcards.dataset}/dense/density1.0/seed{wildcards.seed}/model.safetensors"
-    )
+    w = wildcards
+    return f"{model_dir(w.dataset, w.split, 'dense', 1.0, w.seed)}/model.safetensors"
 
 
 def shadow_dirs(wildcards):
     return [
-        results(f"{wildcards.dataset}/shadow/{k}")
+        results(f"{wildcards.dataset}/split{wildcards.split}/shadow/{k}")
         for k in range(config["shadow"]["n_models"])
     ]
 
@@ -210,8 +214,9 @@ def matched(wildcards):
 
 
 def recipe_dir(wildcards):
+    w = wildcards
     return results(
-        f"{wildcards.dataset}/references/{wildcards.method}/density{wildcards.density}"
+        f"{w.dataset}/split{w.split}/references/{w.method}/density{w.density}"
     )
 
 
@@ -236,9 +241,10 @@ def adversary_files(wildcards):
     """
     if matched(wildcards):
         return []
+    w = wildcards
     return [
         results(
-            f"{wildcards.dataset}/attackers/seed{wildcards.seed}/{attack}.safetensors"
+            f"{w.dataset}/split{w.split}/attackers/seed{w.seed}/{attack}.safetensors"
         )
         for attack in config["evaluation"]["attacks"]
         if attack in specs.NETWORK_ATTACKS
@@ -289,12 +295,16 @@ def figure_outputs(name, caption):
 
 
 def model_labels(dataset, dense=True):
-    """(method, density, seed, label) of the dense model (unless `dense` is False) and each
-    method at the ROC density, first seed: the models of the per-data-set figures."""
-    density, seed = config["evaluation"]["roc_density"], config["seeds"][0]
+    """(directory, method, density, label) of the dense model (unless `dense` is False) and
+    each method at the ROC density, first replicate: the models of the per-data-set figures.
+    """
+    density, (split, seed) = config["evaluation"]["roc_density"], replicates()[0]
     models = [("dense", 1.0)] if dense else []
     models += [(method, density) for method in METHODS]
-    return [(method, d, seed, f"{method} d={d}") for method, d in models]
+    return [
+        (model_dir(dataset, split, method, d, seed), method, d, f"{method} d={d}")
+        for method, d in models
+    ]
 
 
 def roc_attacks():
@@ -308,8 +318,6 @@ def roc_attacks():
 
 
 def candidate_log(wildcards):
-    """updates.csv of SafeCompress at the ROC density, first seed: every candidate logged."""
-    density, seed = config["evaluation"]["roc_density"], config["seeds"][0]
-    return results(
-        f"{wildcards.dataset}/safecompress/density{density}/seed{seed}/updates.csv"
-    )
+    """updates.csv of SafeCompress at the ROC density, first replicate: every candidate logged."""
+    density, (split, seed) = config["evaluation"]["roc_density"], replicates()[0]
+    return f"{model_dir(wildcards.dataset, split, 'safecompress', density, seed)}/updates.csv"

@@ -1,19 +1,25 @@
 rule compress:
     """One sparse model per method x density x seed."""
     input:
-        split=results("{dataset}/split.csv"),
+        split=results("{dataset}/split{split}/split.csv"),
         dense=dense_model_if_pruned,
     output:
         model=results(
-            "{dataset}/{method}/density{density}/seed{seed}/model.safetensors"
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/model.safetensors"
         ),
-        history=results("{dataset}/{method}/density{density}/seed{seed}/history.csv"),
-        updates=results("{dataset}/{method}/density{density}/seed{seed}/updates.csv"),
+        history=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/history.csv"
+        ),
+        updates=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/updates.csv"
+        ),
     log:
-        results("logs/compress/{dataset}_{method}_density{density}_seed{seed}.log"),
+        results(
+            "logs/compress/{dataset}_split{split}_{method}_density{density}_seed{seed}.log"
+        ),
     benchmark:
         results(
-            "benchmarks/compress/{dataset}_{method}_density{density}_seed{seed}.tsv"
+            "benchmarks/compress/{dataset}_split{split}_{method}_density{density}_seed{seed}.tsv"
         )
     wildcard_constraints:
         method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),

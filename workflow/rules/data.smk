@@ -1,9 +1,9 @@
 rule split:
     """One seeded split into disjoint member / non-member sets, checked before any training."""
     output:
-        results("{dataset}/split.csv"),
+        results("{dataset}/split{split}/split.csv"),
     log:
-        results("logs/split/{dataset}.log"),
+        results("logs/split/{dataset}_split{split}.log"),
     conda:
         ENV
     resources:
@@ -11,4 +11,5 @@ rule split:
     params:
         data=lambda w: dataset_json(w.dataset)["data"],
     shell:
-        "python -m safecompress.steps.split --dataset {wildcards.dataset} --data {params.data:q} --out {output} > {log} 2>&1"
+        "python -m safecompress.steps.split --dataset {wildcards.dataset} --split-seed {wildcards.split}"
+        " --data {params.data:q} --out {output} > {log} 2>&1"

@@ -57,8 +57,7 @@ rule figure_tradeoff:
 rule figure_training:
     input:
         lambda w: [
-            results(f"{w.dataset}/{m}/density{d}/seed{s}/history.csv")
-            for m, d, s, _ in model_labels(w.dataset)
+            f"{directory}/history.csv" for directory, *_ in model_labels(w.dataset)
         ],
     output:
         **figure_outputs("{dataset}/training_curves", "training_curves"),
@@ -76,8 +75,7 @@ rule figure_training:
 rule figure_roc:
     input:
         lambda w: [
-            results(f"{w.dataset}/{m}/density{d}/seed{s}/scores.csv")
-            for m, d, s, _ in model_labels(w.dataset)
+            f"{directory}/scores.csv" for directory, *_ in model_labels(w.dataset)
         ],
     output:
         **figure_outputs("{dataset}/roc", "roc"),
@@ -86,8 +84,8 @@ rule figure_roc:
     conda:
         ENV
     params:
-        methods=lambda w: [m for m, *_ in model_labels(w.dataset)],
-        densities=lambda w: [d for _, d, *_ in model_labels(w.dataset)],
+        methods=lambda w: [m for _, m, *_ in model_labels(w.dataset)],
+        densities=lambda w: [d for _, _, d, _ in model_labels(w.dataset)],
         attacks=roc_attacks(),
         bootstrap=config["evaluation"]["bootstrap"],
     shell:
@@ -99,8 +97,8 @@ rule figure_roc:
 rule figure_layer_density:
     input:
         lambda w: [
-            results(f"{w.dataset}/{m}/density{d}/seed{s}/model.safetensors")
-            for m, d, s, _ in model_labels(w.dataset, dense=False)
+            f"{directory}/model.safetensors"
+            for directory, *_ in model_labels(w.dataset, dense=False)
         ],
     output:
         **figure_outputs("{dataset}/layer_density", "layer_density"),

@@ -1,14 +1,18 @@
 rule train_dense:
     """The uncompressed target model, trained on the members (target_train, known_members)."""
     input:
-        split=results("{dataset}/split.csv"),
+        split=results("{dataset}/split{split}/split.csv"),
     output:
-        model=results("{dataset}/dense/density1.0/seed{seed}/model.safetensors"),
-        history=results("{dataset}/dense/density1.0/seed{seed}/history.csv"),
+        model=results(
+            "{dataset}/split{split}/dense/density1.0/seed{seed}/model.safetensors"
+        ),
+        history=results(
+            "{dataset}/split{split}/dense/density1.0/seed{seed}/history.csv"
+        ),
     log:
-        results("logs/train_dense/{dataset}_seed{seed}.log"),
+        results("logs/train_dense/{dataset}_split{split}_seed{seed}.log"),
     benchmark:
-        results("benchmarks/train_dense/{dataset}_seed{seed}.tsv")
+        results("benchmarks/train_dense/{dataset}_split{split}_seed{seed}.tsv")
     conda:
         ENV
     threads: config["resources"]["threads"]
@@ -27,17 +31,17 @@ rule train_shadow:
     """Shadow model k: the attacker's imitation of the target, trained on its own data; also
     its reference model (signals on its own pool, logits on the queried samples)."""
     input:
-        split=results("{dataset}/split.csv"),
+        split=results("{dataset}/split{split}/split.csv"),
     output:
-        model=results("{dataset}/shadow/{shadow}/model.safetensors"),
-        history=results("{dataset}/shadow/{shadow}/history.csv"),
-        signals=results("{dataset}/shadow/{shadow}/signals.csv"),
-        features=results("{dataset}/shadow/{shadow}/features.npy"),
-        queries=results("{dataset}/shadow/{shadow}/queries.csv"),
+        model=results("{dataset}/split{split}/shadow/{shadow}/model.safetensors"),
+        history=results("{dataset}/split{split}/shadow/{shadow}/history.csv"),
+        signals=results("{dataset}/split{split}/shadow/{shadow}/signals.csv"),
+        features=results("{dataset}/split{split}/shadow/{shadow}/features.npy"),
+        queries=results("{dataset}/split{split}/shadow/{shadow}/queries.csv"),
     log:
-        results("logs/train_shadow/{dataset}_{shadow}.log"),
+        results("logs/train_shadow/{dataset}_split{split}_{shadow}.log"),
     benchmark:
-        results("benchmarks/train_shadow/{dataset}_{shadow}.tsv")
+        results("benchmarks/train_shadow/{dataset}_split{split}_{shadow}.tsv")
     conda:
         ENV
     threads: config["resources"]["threads"]

@@ -1,9 +1,11 @@
 """Paired comparisons of methods on the same evaluated samples.
 
-Every target model of a data set is judged on the same members and non-members (one split),
-so two models at the same data set, density and seed can be compared sample by sample: the
-bootstrap resamples the samples once for both, and what the samples share cancels. Across
-seeds, the per-seed differences get a Student-t interval.
+Every target model of a data set and split is judged on the same members and non-members, so
+two models at the same data set, density and replicate (split and seed) can be compared
+sample by sample: the bootstrap resamples the samples once for both, and what the samples
+share cancels. Across replicates, the per-replicate differences get a Student-t interval:
+with several splits it carries the split-to-split variance too (which members are
+memorable).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ScoredModel:
     """One target model's per-sample results on the evaluated samples."""
 
     dataset: str
+    split: int
     method: str
     variant: str
     density: float
@@ -42,22 +45,23 @@ def paired_rows(
     models: list[ScoredModel], baseline: str, n_resamples: int, seed: int = 0
 ) -> list[dict]:
     """Every model against the `baseline` method's model (its default variant) at the same
-    data set, density and seed: task accuracy (on the non-members) and each common attack's
-    PAIRED_METRICS, as differences with 95 % intervals; then the mean over seeds with a
-    t-interval."""
+    data set, density and replicate: task accuracy (on the non-members) and each common
+    attack's PAIRED_METRICS, as differences with 95 % intervals; then the mean over replicates
+    with a t-interval."""
     by_cell = {
-        (m.dataset, m.density, m.seed): m
+        (m.dataset, m.split, m.density, m.seed): m
         for m in models
         if m.method == baseline and m.variant == "default"
     }
     rows = []
     for model in models:
-        reference = by_cell.get((model.dataset, model.density, model.seed))
+        reference = by_cell.get((model.dataset, model.split, model.density, model.seed))
         if reference is None or model is reference:
             continue
         if not np.array_equal(model.index, reference.index):
             raise ValueError(
-                f"{model.method} and {baseline} at density {model.density}, seed {model.seed} "
+                f"{model.method} and {baseline} at density {model.density}, split "
+                f"{model.split}, seed {model.seed} "
                 "were not scored on the same samples; rerun their attack jobs"
             )
         cell = {
@@ -89,9 +93,10 @@ def paired_rows(
             rows.append(
                 {
                     **cell,
-                    "scope": "seed",
+                    "scope": "replicate",
+                    "split": model.split,
                     "seed": model.seed,
-                    "n_seeds": 1,
+                    "n_replicates": 1,
                     "attack": attack,
                     "metric": metric,
                     "difference": difference,
@@ -99,10 +104,10 @@ def paired_rows(
                     "ci_high": high,
                 }
             )
-    return rows + _over_seeds(rows)
+    return rows + _over_replicates(rows)
 
 
-def _over_seeds(rows: list[dict]) -> list[dict]:
+def _over_replicates(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[float]] = defaultdict(list)
     fields = ("dataset", "method", "variant", "baseline", "density", "attack", "metric")
     for row in rows:
@@ -113,9 +118,10 @@ def _over_seeds(rows: list[dict]) -> list[dict]:
         summary.append(
             {
                 **dict(zip(fields, key, strict=True)),
-                "scope": "seeds",
+                "scope": "replicates",
+                "split": None,
                 "seed": None,
-                "n_seeds": len(differences),
+                "n_replicates": len(differences),
                 "difference": mean,
                 "ci_low": low,
                 "ci_high": high,

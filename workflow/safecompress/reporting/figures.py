@@ -7,7 +7,7 @@ Figures are built without pyplot (rendered by the Agg and PDF backends), so they
 state and need no closing.
 
 Figures draw what they are given and compute no statistic: error bars are the 95 % intervals
-of the paper table (`safecompress.reporting.tables.seed_statistics`), the Student-t interval
+of the paper table (`safecompress.reporting.tables.replicate_statistics`), the Student-t interval
 over seeds, or with a single seed the model's own bootstrap (Wilson, for task accuracy)
 interval; ROC bands are the pointwise bootstrap intervals of the ROC table
 (`safecompress.reporting.tables.roc_table`). A metric that is NaN (an FPR the non-members
@@ -786,7 +786,7 @@ def layer_density(layers: pd.DataFrame) -> Figure:
 @mpl.rc_context(STYLE)
 def ablation(stats: pd.DataFrame, attack: str) -> Figure:
     """SafeCompress variants: task accuracy (top) and attack AUC (bottom) with 95 % intervals,
-    from the ablation's seed statistics (`safecompress.reporting.tables.seed_statistics`), one
+    from the ablation's seed statistics (`safecompress.reporting.tables.replicate_statistics`), one
     column per sweep, as wide as its values need, the values evenly spaced (numeric sweeps in
     numeric order, joined); variants are named `<sweep>_<value>` (lambda_2.0, n_4,
     set_prune_scales)."""

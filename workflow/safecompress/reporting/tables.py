@@ -1,12 +1,13 @@
 """The result tables, built from every model's attack results (`safecompress.steps.summarize`
 writes them, `safecompress.steps.figures` draws from them).
 
-summary:  one row per dataset x method x variant x density x seed x attack (tidy), every
-          metric with its 95 % bootstrap interval; `strongest` marks each model's attack with
-          the highest AUC.
-seed statistics (the paper table): per dataset x method x variant x density x attack x
-          metric, the mean, sd and 95 % t-interval over seeds (one seed: that model's
-          bootstrap interval); attack "strongest" is each model's strongest attack.
+summary:  one row per dataset x split x method x variant x density x seed x attack (tidy),
+          every metric with its 95 % bootstrap interval; `strongest` marks each model's
+          attack with the highest AUC.
+replicate statistics (the paper table): per dataset x method x variant x density x attack x
+          metric, the mean, sd and 95 % t-interval over replicates (split x seed; one
+          replicate: that model's bootstrap interval); attack "strongest" is each model's
+          strongest attack.
 Markdown: the paper table as one table per data set, "mean [low, high]" in %.
 paired:   every model against a baseline method's model on the same samples.
 ROC:      every model's ROC and pointwise bootstrap band, per attack.
@@ -36,10 +37,10 @@ from safecompress.privacy.metrics import (
 from safecompress.privacy.paired import ScoredModel, paired_rows
 from safecompress.privacy.signals import logits_of
 
-KEY = ["dataset", "method", "variant", "density", "seed", "attack"]
+KEY = ["dataset", "split", "method", "variant", "density", "seed", "attack"]
 MODEL = KEY[:-1]
 METRICS = ["task_acc", *ATTACK_METRICS]
-# What seed_statistics reads of a summary table (summary.csv, ablation.csv).
+# What replicate_statistics reads of a summary table (summary.csv, ablation.csv).
 SUMMARY_COLUMNS = (
     *KEY,
     "strongest",
@@ -56,15 +57,16 @@ PAIRED_COLUMNS = [
     "baseline",
     "density",
     "scope",
+    "split",
     "seed",
-    "n_seeds",
+    "n_replicates",
     "attack",
     "metric",
     "difference",
     "ci_low",
     "ci_high",
 ]
-# The paper table of `seed_statistics` (paper_table.csv): what the summary figures read.
+# The paper table of `replicate_statistics` (paper_table.csv): what the summary figures read.
 PAPER_TABLE_COLUMNS = (
     "dataset",
     "method",
@@ -118,15 +120,16 @@ def summary_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return summary.sort_values(
         KEY,
         key=lambda col: col.map(order) if col.name == "method" else col,
-        ascending=[True, True, True, False, True, True],
+        ascending=[True, True, True, True, False, True, True],
     ).reset_index(drop=True)
 
 
-def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per metric: mean and sd over seeds, and a 95 % Student-t interval of the mean; with a
-    single seed, the model's own bootstrap interval (tidy: one row per metric). Besides each
-    attack, the pseudo-attack `strongest`: every model's attack with the highest AUC (the
-    first in the summary's order on a tie), which may differ between seeds."""
+def replicate_statistics(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per metric: mean and sd over replicates (every seed on every split), and a 95 %
+    Student-t interval of the mean; with a single replicate, the model's own bootstrap
+    interval (tidy: one row per metric). Besides each attack, the pseudo-attack `strongest`:
+    every model's attack with the highest AUC (the first in the summary's order on a tie),
+    which may differ between replicates."""
     strongest = (
         summary[summary["strongest"]]
         .drop_duplicates(MODEL)
@@ -149,7 +152,7 @@ def seed_statistics(summary: pd.DataFrame) -> pd.DataFrame:
                     "sd": sd,
                     "ci_low": float(low),
                     "ci_high": float(high),
-                    "n_seeds": len(values),
+                    "n_replicates": len(values),
                     "strongest": bool(models["strongest"].any()),
                 }
             )
@@ -171,8 +174,8 @@ def markdown_tables(stats: pd.DataFrame) -> str:
                 index=["method", "density"], columns="attack", values="text"
             )
             table = table.join(wide.rename(columns=lambda a, lab=label: f"{a} {lab} (%)"))
-        n_seeds = int(rows["n_seeds"].max())
-        over = f"95 % t-interval over {n_seeds} seeds" if n_seeds > 1 else "95 % bootstrap interval"
+        n = int(rows["n_replicates"].max())
+        over = f"95 % t-interval over {n} replicates" if n > 1 else "95 % bootstrap interval"
         lines += [
             f"## {dataset} (mean [{over}]; bold: the strongest attack by AUC)",
             "",
@@ -222,7 +225,7 @@ def paired_table(
     summary: pd.DataFrame, baselines: Sequence[pd.DataFrame], n_resamples: int
 ) -> pd.DataFrame:
     """Every summarised model against each of `PAIRED_BASELINES` at the same data set,
-    density and seed (`paired_rows`); `baselines` holds the results of baseline models that
+    density and replicate (`paired_rows`); `baselines` holds the results of baseline models that
     are paired with but not summarised (the ablation's DST and SafeCompress)."""
     models = scored_models(summary_table([summary, *baselines]))
     summarised = set(zip(summary["method"], summary["variant"], strict=True))

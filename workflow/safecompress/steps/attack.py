@@ -1,10 +1,11 @@
 """Step 4: attack one target model with every evaluation attack.
 
-    python -m safecompress.steps.attack --dataset digits --split results/digits/split.csv \\
-        --model results/digits/dst/density0.1/seed0/model.safetensors \\
-        --shadows results/digits/shadow/0 results/digits/shadow/1 \\
-        --adversaries results/digits/attackers/seed0/nasr.safetensors \\
-        --out-dir results/digits/dst/density0.1/seed0
+    python -m safecompress.steps.attack --dataset digits \\
+        --split results/digits/split0/split.csv \\
+        --model results/digits/split0/dst/density0.1/seed0/model.safetensors \\
+        --shadows results/digits/split0/shadow/0 results/digits/split0/shadow/1 \\
+        --adversaries results/digits/split0/attackers/seed0/nasr.safetensors \\
+        --out-dir results/digits/split0/dst/density0.1/seed0
 
 The evaluated members are the target's `target_train` set (never the defender's known
 members), the evaluated non-members its `target_out` set. The attacker knows its own pool
@@ -119,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         help="what --shadows are, for the table: the target recipe's own references "
         "(steps.references) or dense shadow models",
     )
+    p.add_argument(
+        "--split-seed", type=int, default=0, help="seed of --split (steps.split), for the table"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the attackers and the bootstrap")
     p.add_argument("--out-dir", required=True, type=Path)
     cli.add_sections(p, "data", "evaluation")
@@ -142,6 +146,7 @@ def _attack_table(
         [
             {
                 "dataset": args.dataset,
+                "split": args.split_seed,
                 "method": meta["method"],
                 "variant": meta.get("variant", "default"),
                 "density": meta["density"],

@@ -1,8 +1,9 @@
 """Step 3: compress to one density with one method (see `safecompress.config.methods`).
 
-    python -m safecompress.steps.compress --dataset digits --split results/digits/split.csv \\
+    python -m safecompress.steps.compress --dataset digits \\
+        --split results/digits/split0/split.csv \\
         --method safecompress --density 0.1 --seed 0 \\
-        --out-dir results/digits/safecompress/density0.1/seed0
+        --out-dir results/digits/split0/safecompress/density0.1/seed0
 
 The methods that start from the dense target (magnitude, advreg, miapruning, distill) also
 need `--dense`, its model file. Writes model.safetensors (with what the method reports, e.g.

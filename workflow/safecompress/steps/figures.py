@@ -135,7 +135,7 @@ def draw_attack(args: argparse.Namespace) -> Figure:
 def _ablation_statistics(path: Path) -> pd.DataFrame:
     """The ablation's per-seed rows (ablation.csv) as seed statistics, as the paper table has
     them."""
-    return tables.seed_statistics(read_csv(path, required=tables.SUMMARY_COLUMNS))
+    return tables.replicate_statistics(read_csv(path, required=tables.SUMMARY_COLUMNS))
 
 
 def draw_tradeoff(args: argparse.Namespace) -> Figure:

@@ -1,8 +1,8 @@
 """Step 3b: fit a network attack's attacker (nasr or whitebox) on the shadow models.
 
     python -m safecompress.steps.fit_attackers --attack nasr \\
-        --shadows results/digits/shadow/0 results/digits/shadow/1 --seed 0 \\
-        --out results/digits/attackers/seed0/nasr.safetensors
+        --shadows results/digits/split0/shadow/0 results/digits/split0/shadow/1 --seed 0 \\
+        --out results/digits/split0/attackers/seed0/nasr.safetensors
 
 The attacker learns membership from the shadow models' signals on their own members and
 non-members; nothing about a target enters. Fitted once per data set and seed, it is applied

@@ -1,9 +1,10 @@
 """Step 3b: the K reference models of one recipe, trained by that recipe, in one job.
 
-    python -m safecompress.steps.references --dataset digits --split results/digits/split.csv \\
+    python -m safecompress.steps.references --dataset digits \\
+        --split results/digits/split0/split.csv \\
         --method relaxloss --density 0.1 \\
-        --shadows results/digits/shadow/0 results/digits/shadow/1 \\
-        --out-dir results/digits/references/relaxloss/density0.1
+        --shadows results/digits/split0/shadow/0 results/digits/split0/shadow/1 \\
+        --out-dir results/digits/split0/references/relaxloss/density0.1
 
 Reference k trains exactly as the recipe's targets do (method, density, variant, every
 section), on draw k of the attacker's pool standing in for the target's sets: its members,

@@ -1,6 +1,7 @@
 """Step 1: one seeded split of a data set's pool into disjoint member / non-member sets.
 
-    python -m safecompress.steps.split --dataset digits --out results/digits/split.csv
+    python -m safecompress.steps.split --dataset digits --split-seed 0 \\
+        --out results/digits/split0/split.csv
 
 The sets and what each is for: `safecompress.data.splits`.
 """
@@ -18,16 +19,20 @@ from safecompress.steps import cli
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--dataset", required=True, help="data set name (a key of the config's data)")
+    p.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the permutation the split is cut from"
+    )
     p.add_argument("--out", required=True, help="split table to write (CSV: index, set)")
     cli.add_sections(p, "data")
     args = p.parse_args(argv)
     entry = cli.data_entry(args, args.dataset)
     pool = load_pool(entry)
-    split = make_split(len(pool.y), entry["split"], entry["split_seed"])
+    split = make_split(len(pool.y), entry["split"], args.split_seed)
     write_csv(split, args.out)
     counts = split["set"].value_counts().reindex(split["set"].unique())
     print(
-        f"{args.dataset}: {len(pool.y)} samples, {pool.n_classes} classes -> "
+        f"{args.dataset}, split {args.split_seed}: {len(pool.y)} samples, "
+        f"{pool.n_classes} classes -> "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
 

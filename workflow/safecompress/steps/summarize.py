@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     required = (*tables.KEY, *tables.METRICS)
     summary = tables.summary_table([read_csv(path, required=required) for path in args.inputs])
     write_csv(summary, args.summary)
-    stats = tables.seed_statistics(summary)
+    stats = tables.replicate_statistics(summary)
     if args.paper_table:
         write_csv(stats, args.paper_table)
     if args.markdown:

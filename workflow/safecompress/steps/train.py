@@ -1,7 +1,8 @@
 """Step 2: train a dense model: the target (on its members) or shadow model k.
 
-    python -m safecompress.steps.train --dataset digits --split results/digits/split.csv \\
-        --role target --seed 0 --out-dir results/digits/dense/density1.0/seed0
+    python -m safecompress.steps.train --dataset digits \\
+        --split results/digits/split0/split.csv \\
+        --role target --seed 0 --out-dir results/digits/split0/dense/density1.0/seed0
 
 Writes model.safetensors and history.csv (per-epoch train/validation loss and accuracy).
 A shadow model is also the attacker's reference model and writes what the attacks read:
