@@ -115,6 +115,7 @@ def main() -> None:
         batches,
         10**9,
         {name: torch.Generator().manual_seed(i) for i, name in enumerate(("updates", "selection"))},
+        section["min_z"],
     )
     # One update spreads over its look-ahead: time the steps from the update to its decision
     # with the hook, minus the same number of plain sparse steps.

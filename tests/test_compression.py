@@ -297,14 +297,77 @@ def test_dst_and_safecompress_train_on_the_same_masks_and_batches(tmp_path):
         strategies=({"scale": 1.0, "growth": "gradient"},),
         lookahead=(4,),
         safety_score="loss_auc",
+        probe_members="all",
         probe_size="all",
         safety_weight=1.0,
+        min_z=2.0,
     )
     selected = safecompress(toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section)
     assert plain.start_density == selected.start_density
     same_state(plain.model, selected.model)
     pd.testing.assert_frame_equal(plain.history, selected.history)
     assert len(selected.updates) > 1 and selected.updates["selected"].all()
+
+
+def selection_section(min_z, probe_members="all"):
+    return SafeCompressSpec(
+        strategies=(
+            {"scale": 1.0, "growth": "gradient"},
+            {"scale": 1.0, "growth": "gradient", "prune": "leakage"},
+            {"scale": 1.0, "growth": "random"},
+        ),
+        lookahead=(2, 4),
+        safety_score="loss_auc",
+        probe_members=probe_members,
+        probe_size="all",
+        safety_weight=1.0,
+        min_z=min_z,
+    )
+
+
+def test_unresolved_advantages_keep_dsts_own_update(tmp_path):
+    """With an evidence bar no candidate can clear, the first candidate (DST's own update)
+    reaches every last rung and is kept: the model is DST's, bit for bit, and no update is
+    decisive."""
+    plain = dst(toy_job(tmp_path / "dst"), DSTSpec(**SPARSE, growth="gradient"))
+    selected = safecompress(
+        toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), selection_section(min_z=1e9)
+    )
+    same_state(plain.model, selected.model)
+    log = selected.updates
+    assert log["candidate"].nunique() == 3 and not log["decisive"].any()
+    last = log[log["rung"] == log["rung"].max()]
+    assert set(last.loc[last["selected"], "candidate"]) == {0}
+    assert (log.loc[log["candidate"] == 0, "score_z"] == 0).all()
+
+
+def test_without_an_evidence_bar_the_best_point_estimate_is_kept(tmp_path):
+    """min_z 0 is the paper's argmax: the kept candidate has the highest score at the last
+    rung, and an update is decisive exactly when that is not the first candidate."""
+    log = safecompress(
+        toy_job(tmp_path), ScheduleSpec(**SPARSE), selection_section(min_z=0.0)
+    ).updates
+    for _, update in log.groupby("step"):
+        last = update[update["rung"] == update["rung"].max()]
+        kept = last.loc[last["selected"]].iloc[0]
+        assert kept["score"] == last["score"].max()
+        assert (update["decisive"] == (kept["candidate"] != 0)).all()
+
+
+@pytest.mark.parametrize("probe_members, n_members", [("all", 160), ("known", 40)])
+def test_safety_probe_members_are_all_training_members_or_the_known_ones(
+    tmp_path, monkeypatch, probe_members, n_members
+):
+    seen = []
+    original = SafetyTest.__post_init__
+    monkeypatch.setattr(
+        SafetyTest,
+        "__post_init__",
+        lambda self: seen.append((len(self.members), len(self.nonmembers))) or original(self),
+    )
+    section = dataclasses.replace(selection_section(0.0, probe_members), lookahead=(0,))
+    safecompress(toy_job(tmp_path, epochs=1), ScheduleSpec(**SPARSE), section)
+    assert seen == [(n_members, 40)]  # 0.3 + 0.1 or 0.1 of 400; held out: reference, 0.1
 
 
 @pytest.mark.slow
@@ -326,8 +389,10 @@ def test_safecompress_adv_attackers_take_as_many_steps_as_dst_adv(tmp_path, monk
         strategies=({"scale": 1.0, "growth": "gradient"}, {"scale": 1.0, "growth": "random"}),
         lookahead=(2, 4),
         safety_score="loss_auc",
+        probe_members="all",
         probe_size="all",
         safety_weight=1.0,
+        min_z=0.0,
     )
     selected = safecompress(
         toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), section, adversarial

@@ -100,6 +100,7 @@ def schema_enums(node, path=""):
 def test_every_schema_enum_is_a_python_constant():
     """The names the code dispatches on are the one source; the schema must list exactly them."""
     from safecompress.compression import adversarial, safety
+    from safecompress.compression.safecompress import PROBE_MEMBERS
     from safecompress.config import specs
     from safecompress.data import batches, sources, splits
     from safecompress.privacy import attacks
@@ -121,6 +122,7 @@ def test_every_schema_enum_is_a_python_constant():
         "/properties/train/properties/augment": batches.AUGMENTATIONS,
         "/properties/sparse/properties/distribution": engine.DISTRIBUTIONS,
         "/properties/safecompress/properties/safety_score": tuple(safety.SAFETY_SCORES),
+        "/properties/safecompress/properties/probe_members": tuple(PROBE_MEMBERS),
         "/$defs/attack": tuple(attacks.ATTACKS),
         "/properties/adversarial/properties/attackers/items": adversarial.ATTACKERS,
         "/properties/evaluation/properties/references": REFERENCE_KINDS,

@@ -12,6 +12,7 @@ from safecompress.compression.safety import (
     loss_auc,
     loss_gap,
     loss_gradients,
+    selection_score,
 )
 from safecompress.compression.updates import rank
 from safecompress.data.splits import Samples
@@ -101,9 +102,25 @@ def memorising_model():
 @pytest.mark.parametrize("score", ["loss_auc", "loss_gap"])
 def test_safety_test_finds_a_memorising_model_leaky(score):
     model, members, nonmembers = memorising_model()
-    result, leakage = SafetyTest(score, members, nonmembers).run(model)
+    result, leakage, selection = SafetyTest(score, members, nonmembers).run(model, 2.0)
     assert result["leakage"] == leakage.value > 5 * result["leakage_se"] > 0
     assert 0 <= result["val_acc"] <= 1 and "auc" in result and "advantage" in result
+    assert result["score"] == selection.value == result["val_acc"] - 2.0 * leakage.value
+
+
+def test_selection_score_standard_error_by_hand():
+    """val_acc - w x leakage, linearised: accuracy's terms join the leakage's non-member
+    terms; a candidate against itself differs by exactly nothing."""
+    members, nonmembers = np.array([0.1, 0.3, 0.2]), np.array([1.0, 0.5])
+    correct = np.array([1.0, 0.0])
+    leakage = loss_gap(members, nonmembers)
+    score = selection_score(correct, leakage, 2.0)
+    assert score.value == pytest.approx(0.5 - 2.0 * 0.55)
+    by_hand = np.sqrt(
+        np.var(-2 * -members, ddof=1) / 3 + np.var(correct - 2 * nonmembers, ddof=1) / 2
+    )
+    assert score.se == pytest.approx(by_hand)
+    assert score.diff_se(score) == 0.0
 
 
 def test_safety_test_refuses_an_unknown_score():

@@ -93,12 +93,12 @@ def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
     methods = set(yaml.safe_load(TINY.read_text())["methods"])
     assert set(paired.loc[paired["baseline"] == "dst", "method"]) == methods - {"dst"}
     assert set(paired["baseline"]) == {"dst", "safecompress"}
-    per_seed = paired[paired["scope"] == "seed"]
-    assert set(per_seed["attack"]) == {"task", *ATTACKS}
+    per_replicate = paired[paired["scope"] == "replicate"]
+    assert set(per_replicate["attack"]) == {"task", *ATTACKS}
     summary = pd.read_csv(run / "results/tables/summary.csv").set_index(
         ["method", "density", "attack"]
     )
-    for row in per_seed[per_seed["metric"] == "auc"].itertuples():
+    for row in per_replicate[per_replicate["metric"] == "auc"].itertuples():
         own = summary.loc[(row.method, row.density, row.attack), "auc"]
         baseline = summary.loc[(row.baseline, row.density, row.attack), "auc"]
         assert row.difference == pytest.approx(own - baseline, abs=1e-12)
@@ -113,9 +113,9 @@ def test_ablation_variants_are_paired_with_dst_and_safecompress(run):
     key = ["method", "variant", "density", "seed", "attack"]
     own = ablation.set_index(key)["auc"]
     summary = pd.read_csv(run / "results/tables/summary.csv").set_index(key)["auc"]
-    per_seed = paired[(paired["scope"] == "seed") & (paired["metric"] == "auc")]
-    assert len(per_seed)
-    for row in per_seed.itertuples():
+    per_replicate = paired[(paired["scope"] == "replicate") & (paired["metric"] == "auc")]
+    assert len(per_replicate)
+    for row in per_replicate.itertuples():
         mine = own.loc[(row.method, row.variant, row.density, row.seed, row.attack)]
         baseline = summary.loc[(row.baseline, "default", row.density, row.seed, row.attack)]
         assert row.difference == pytest.approx(mine - baseline, abs=1e-12)

@@ -90,7 +90,7 @@ def test_each_data_set_trains_its_own_model(run):
                 run / f"results/{dataset}/split0/{method}/density{density}/seed0/model.safetensors"
             )
             assert meta["model"]["arch"] == arch
-    meta = read_meta(run / "results/reviews/dense/density1.0/seed0/model.safetensors")
+    meta = read_meta(run / "results/reviews/split0/dense/density1.0/seed0/model.safetensors")
     assert meta["input_shape"] == [32] and meta["hf_config"]["model_type"] == "bert"
 
 

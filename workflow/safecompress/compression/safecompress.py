@@ -16,8 +16,12 @@ from safecompress.compression.safety import SafetyTest
 from safecompress.compression.updates import SafeCompressUpdate, Schedule
 from safecompress.config.specs import AdversarialSpec, SafeCompressSpec, ScheduleSpec
 from safecompress.data.batches import SharedBatches
-from safecompress.data.splits import Data, Samples, set_indices
+from safecompress.data.splits import MEMBER_SETS, Data, Samples, set_indices
 from safecompress.training.loop import make_optimizer
+
+# The safety test's members (config key safecompress.probe_members): every sample the
+# defender trains on, or its known members only.
+PROBE_MEMBERS = {"all": MEMBER_SETS, "known": ("known_members",)}
 
 
 def safecompress(
@@ -34,8 +38,10 @@ def safecompress(
     probes = job.generator("probes")
     safety = SafetyTest(
         score=safecompress.safety_score,
-        members=_probe(job.data, "known_members", safecompress.probe_size, probes),
-        nonmembers=_probe(job.data, "reference", safecompress.probe_size, probes),
+        members=_probe(
+            job.data, PROBE_MEMBERS[safecompress.probe_members], safecompress.probe_size, probes
+        ),
+        nonmembers=_probe(job.data, ("reference",), safecompress.probe_size, probes),
     )
     total_steps = job.train.epochs * train.steps_per_epoch
     update = SafeCompressUpdate(
@@ -50,6 +56,7 @@ def safecompress(
         train,
         total_steps,
         {name: job.generator(name) for name in ("updates", "selection")},
+        safecompress.min_z,
     )
     callbacks = [update]
     if adversarial is not None:
@@ -61,10 +68,12 @@ def safecompress(
     return Compressed(model, history, start, update.table())
 
 
-def _probe(data: Data, name: str, size: int | str, generator: torch.Generator) -> Samples:
-    """The samples of one set for the safety test: all (`size` "all"), or a seeded random
-    subset of at most `size`."""
-    indices = set_indices(data.split, name)
+def _probe(
+    data: Data, names: tuple[str, ...], size: int | str, generator: torch.Generator
+) -> Samples:
+    """The samples of the named sets for the safety test: all (`size` "all"), or a seeded
+    random subset of at most `size`."""
+    indices = set_indices(data.split, *names)
     if size != "all":
         indices = np.sort(indices[torch.randperm(len(indices), generator=generator)[:size].numpy()])
     return data.take(indices)

@@ -2,10 +2,12 @@
 with its own known members and non-members (never the evaluation sets).
 
 Selection among candidates can only follow differences the test resolves. So the test is a
-continuous, threshold-free leakage score over all the defender's own data (its known members,
-its held-out `reference` set), with a standard error, and a paired standard error for the
-difference between two candidates scored on the same samples (far smaller than either's own:
-candidates share most of their errors).
+continuous, threshold-free leakage score over the defender's own data (its members: all it
+trains on, or only its known members; its held-out `reference` set), with a standard error,
+and a paired standard error for the difference between two candidates scored on the same
+samples (far smaller than either's own: candidates share most of their errors). The
+selection score `val_acc - lambda x leakage` is such an estimate too (`selection_score`), so
+the selection can tell a resolved advantage from noise.
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ def best_threshold_advantage(member_loss: np.ndarray, nonmember_loss: np.ndarray
     return float(max(0.0, (tpr - fpr).max()))
 
 
+def selection_score(correct: np.ndarray, leakage: Leakage, weight: float) -> Leakage:
+    """`val_acc - weight x leakage` as an estimate with influence terms, so that its paired
+    standard error against another candidate on the same samples is known: `correct` is the
+    candidate's per-sample correctness on the held-out samples (whose mean is val_acc), the
+    same samples as the leakage's non-members."""
+    return Leakage(
+        float(correct.mean() - weight * leakage.value),
+        -weight * leakage.scale * leakage.member_terms,
+        correct - weight * leakage.scale * leakage.nonmember_terms,
+        1.0,
+    )
+
+
 # Leakage scores of the safety test (config key safecompress.safety_score).
 SAFETY_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], Leakage]] = {
     "loss_auc": loss_auc,
@@ -110,9 +125,10 @@ def loss_gradients(
 
 @dataclass
 class SafetyTest:
-    """The defender's simulated attack on its own known members and non-members, never the
-    evaluation sets. Task accuracy is read from the same non-member logits (held-out data
-    all the same), so the test costs one forward pass over the defender's data."""
+    """The defender's simulated attack on its own members and non-members (its held-out data,
+    never the evaluation's non-members). Task accuracy is read from the same non-member
+    logits (held-out data all the same), so the test costs one forward pass over the
+    defender's data."""
 
     score: str
     members: Samples
@@ -125,22 +141,30 @@ class SafetyTest:
         self._x = torch.cat([self.members.x, self.nonmembers.x])
         self._y = torch.cat([self.members.y, self.nonmembers.y]).numpy()
 
-    def run(self, model: nn.Module) -> tuple[dict[str, float], Leakage]:
-        """Accuracy on the held-out data, the leakage score with its standard error, and the
-        loss attack's AUC and best-threshold advantage (for the log)."""
+    def run(self, model: nn.Module, weight: float) -> tuple[dict[str, float], Leakage, Leakage]:
+        """Accuracy on the held-out data, the leakage score with its standard error, the loss
+        attack's AUC and best-threshold advantage (for the log); then the leakage and the
+        selection score `val_acc - weight x leakage` as estimates (`selection_score`)."""
         logits = predict_logits(model, self._x).double().numpy()
         loss = cross_entropy(logits, self._y)
         m = len(self.members)
         member_loss, nonmember_loss = loss[:m], loss[m:]
         leakage = SAFETY_SCORES[self.score](member_loss, nonmember_loss)
         auc = leakage if self.score == "loss_auc" else loss_auc(member_loss, nonmember_loss)
-        return {
-            "val_acc": float((logits[m:].argmax(1) == self._y[m:]).mean()),
-            "auc": (auc.value + 1.0) / 2.0,
-            "advantage": best_threshold_advantage(member_loss, nonmember_loss),
-            "leakage": leakage.value,
-            "leakage_se": leakage.se,
-        }, leakage
+        correct = (logits[m:].argmax(1) == self._y[m:]).astype(float)
+        score = selection_score(correct, leakage, weight)
+        return (
+            {
+                "val_acc": float(correct.mean()),
+                "auc": (auc.value + 1.0) / 2.0,
+                "advantage": best_threshold_advantage(member_loss, nonmember_loss),
+                "leakage": leakage.value,
+                "leakage_se": leakage.se,
+                "score": score.value,
+            },
+            leakage,
+            score,
+        )
 
     def gradients(
         self, model: nn.Module, weights: dict[str, torch.Tensor]

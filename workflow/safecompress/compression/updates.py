@@ -173,6 +173,22 @@ class _Copy:
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
 
+def _advantage_z(score: Leakage, first: Leakage | None) -> float:
+    """How many paired standard errors `score` is above the first candidate's (NaN without
+    it; 0 for the first itself)."""
+    if first is None:
+        return float("nan")
+    se = score.diff_se(first)
+    difference = score.value - first.value
+    return (
+        0.0
+        if difference == 0
+        else difference / se
+        if se > 0
+        else math.copysign(math.inf, difference)
+    )
+
+
 class SafeCompressUpdate(LoggedUpdate):
     """Safety-test-driven selection among N candidate sparse models at every mask update."""
 
@@ -196,6 +212,8 @@ class SafeCompressUpdate(LoggedUpdate):
         "leakage_se",
         "leakage_diff_se",
         "score",
+        "score_z",
+        "decisive",
         "selected",
     )
 
@@ -212,6 +230,7 @@ class SafeCompressUpdate(LoggedUpdate):
         train: SharedBatches,
         total_steps: int,
         generators: dict[str, torch.Generator],
+        min_z: float = 0.0,
     ):
         if list(lookahead) != sorted(set(lookahead)) or lookahead[0] < 0:
             raise ValueError(f"safecompress.lookahead {lookahead} must be increasing and >= 0")
@@ -224,6 +243,7 @@ class SafeCompressUpdate(LoggedUpdate):
         self.model, self.engine, self.optimizer, self.schedule = model, engine, optimizer, schedule
         self.strategies, self.lookahead, self.safety = strategies, tuple(lookahead), safety
         self.safety_weight, self.train, self.total_steps = safety_weight, train, total_steps
+        self.min_z = min_z
         self.generators = {name: generators[name] for name in ("updates", "selection")}
         # Global budgets move density between layers, but never below half a layer's start
         # (its ERK share): a layer stripped of its weights would disconnect the network.
@@ -301,17 +321,27 @@ class SafeCompressUpdate(LoggedUpdate):
 
     def _test(self, step: int) -> None:
         """Safety-test every candidate in the race; the better half goes on (one at the last
-        rung, or when one is left); a decided selection is logged."""
-        results = {index: self.safety.run(self._model(index)) for index in self.alive}
-        scores = [
-            results[i][0]["val_acc"] - self.safety_weight * results[i][1].value for i in self.alive
-        ]
+        rung, or when one is left); a decided selection is logged. With `min_z`, the first
+        candidate (DST's own update) always goes on, and at the end the best replaces it only
+        when its score is higher by `min_z` paired standard errors: a choice made on a
+        difference the test cannot resolve is a coin toss, and the coin costs accuracy."""
+        results = {
+            index: self.safety.run(self._model(index), self.safety_weight) for index in self.alive
+        }
+        scores = [results[i][0]["score"] for i in self.alive]
         order = [self.alive[i] for i in rank(scores, self.generators["selection"])]
         last = self.rung == len(self.lookahead) - 1
         keep = order[: 1 if last else math.ceil(len(order) / 2)]
+        first = results[0][2] if 0 in results else None
+        z = {i: _advantage_z(results[i][2], first) for i in self.alive}
+        if self.min_z > 0 and 0 in self.alive:
+            if len(keep) > 1 and 0 not in keep:
+                keep.append(0)
+            elif len(keep) == 1 and z[keep[0]] < self.min_z:
+                keep = [0]
         best: Leakage = results[order[0]][1]
-        for index, score in zip(self.alive, scores, strict=True):
-            metrics, leakage = results[index]
+        for index in self.alive:
+            metrics, leakage, _ = results[index]
             strategy = self.strategies[index]
             self.pending.append(
                 {
@@ -327,7 +357,7 @@ class SafeCompressUpdate(LoggedUpdate):
                     **self.made[index],
                     **metrics,
                     "leakage_diff_se": leakage.diff_se(best),
-                    "score": score,
+                    "score_z": z[index],
                     "selected": len(keep) == 1 and index == keep[0],
                 }
             )
@@ -353,6 +383,9 @@ class SafeCompressUpdate(LoggedUpdate):
 
     def _decided(self, index: int) -> None:
         """Log the selection in flight, which kept candidate `index`."""
+        # decisive: a candidate other than the first was kept (on evidence, with min_z)
+        for row in self.pending:
+            row["decisive"] = index != 0
         chosen = next(r for r in reversed(self.pending) if r["candidate"] == index)
         log.info(
             "step %d: kept %s (val acc %.3f, leakage %.4f ± %.4f) of %d candidates",

@@ -111,13 +111,16 @@ class Strategy:
 @dataclass(frozen=True)
 class SafeCompressSpec:
     """`safecompress`: the candidates, how long they train before each safety test (successive
-    halving), the test's leakage score and data, and the weight of leakage in the selection."""
+    halving), the test's leakage score and data, the weight of leakage in the selection and
+    the evidence a candidate needs to replace the first (DST's own update)."""
 
     strategies: tuple[Strategy, ...]
     lookahead: tuple[int, ...]
     safety_score: str
+    probe_members: str
     probe_size: int | str
     safety_weight: float = field(metadata={"key": "lambda"})
+    min_z: float
 
     def __post_init__(self) -> None:
         strategies = tuple(s if isinstance(s, Strategy) else Strategy(**s) for s in self.strategies)

@@ -32,8 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = split["set"].value_counts().reindex(split["set"].unique())
     print(
         f"{args.dataset}, split {args.split_seed}: {len(pool.y)} samples, "
-        f"{pool.n_classes} classes -> "
-        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        f"{pool.n_classes} classes -> " + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
 
 
