@@ -12,6 +12,7 @@ import yaml
 from helpers import SHORT_TRAINING
 from safecompress.compression import job as jobs
 from safecompress.compression.adversarial import AdversarialRegularizer
+from safecompress.compression.defenses.relaxloss import RelaxLoss, relaxloss
 from safecompress.compression.dst import dst
 from safecompress.compression.safecompress import safecompress
 from safecompress.compression.safety import SafetyTest
@@ -19,6 +20,7 @@ from safecompress.compression.updates import DSTUpdate, SafeCompressUpdate, Sche
 from safecompress.config.specs import (
     AdversarialSpec,
     DSTSpec,
+    RelaxLossSpec,
     SafeCompressSpec,
     ScheduleSpec,
     Strategy,
@@ -245,7 +247,10 @@ def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
 # End to end through `methods`: one seed, independent generators per purpose.
 
 
-def toy_job(tmp_path, seed=0, epochs=3):
+TOY_EPOCHS = 3
+
+
+def toy_job(tmp_path, seed=0, epochs=TOY_EPOCHS):
     pool = toy_data(400, 3)
     fractions = {
         "target_train": 0.3,
@@ -352,6 +357,26 @@ def test_without_an_evidence_bar_the_best_point_estimate_is_kept(tmp_path):
         kept = last.loc[last["selected"]].iloc[0]
         assert kept["score"] == last["score"].max()
         assert (update["decisive"] == (kept["candidate"] != 0)).all()
+
+
+def test_safecompress_around_relaxloss_trains_the_loop_as_relaxloss_does(tmp_path, monkeypatch):
+    """The selection wrapped around RelaxLoss: kept to DST's own update, the model is
+    RelaxLoss's bit for bit (the candidates' frozen terms count no step of the loop's epoch
+    parity), and the candidates train under the objective of the loop's current epoch."""
+    spec = RelaxLossSpec(alpha=0.5, upper=1.0)
+    plain = relaxloss(toy_job(tmp_path / "relax"), DSTSpec(**SPARSE, growth="gradient"), spec)
+    parities = []
+    term = RelaxLoss._term
+    monkeypatch.setattr(
+        RelaxLoss, "_term", lambda self, step: parities.append(step) or term(self, step)
+    )
+    wrapped = safecompress(
+        toy_job(tmp_path / "safe"), ScheduleSpec(**SPARSE), selection_section(1e9), relaxloss=spec
+    )
+    same_state(plain.model, wrapped.model)
+    loop_steps = TOY_EPOCHS * 10  # 3 epochs of 160 members in batches of 16
+    assert parities[:2] == [0, 1] and max(parities) == loop_steps - 1
+    assert len(parities) > loop_steps  # candidates' steps too, each at a step the loop took
 
 
 @pytest.mark.parametrize("probe_members, n_members", [("all", 160), ("known", 40)])

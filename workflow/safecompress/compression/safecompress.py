@@ -2,7 +2,9 @@
 made, trained beside each other on the loop's batches and safety-tested (a simulated
 membership inference attack on the defender's own data) by successive halving; the best
 `val_acc - lambda * leakage` is kept (`updates.SafeCompressUpdate`). With `adversarial`, the
-model also trains against the simulated attackers: the TSE extension."""
+model also trains against the simulated attackers: the TSE extension. With `relaxloss`, the
+selection wraps RelaxLoss's training (`safecompress_relaxloss`): the candidates then differ in
+leakage around a model that already leaks less, which the plain loss gap cannot offer."""
 
 from __future__ import annotations
 
@@ -10,11 +12,17 @@ import numpy as np
 import torch
 
 from safecompress.compression.adversarial import regularizer_for
+from safecompress.compression.defenses.relaxloss import RelaxLoss
 from safecompress.compression.dst import sparse_start, train_sparse
 from safecompress.compression.job import Compressed, Job
 from safecompress.compression.safety import SafetyTest
 from safecompress.compression.updates import SafeCompressUpdate, Schedule
-from safecompress.config.specs import AdversarialSpec, SafeCompressSpec, ScheduleSpec
+from safecompress.config.specs import (
+    AdversarialSpec,
+    RelaxLossSpec,
+    SafeCompressSpec,
+    ScheduleSpec,
+)
 from safecompress.data.batches import SharedBatches
 from safecompress.data.splits import MEMBER_SETS, Data, Samples, set_indices
 from safecompress.training.loop import make_optimizer
@@ -29,9 +37,10 @@ def safecompress(
     sparse: ScheduleSpec,
     safecompress: SafeCompressSpec,
     adversarial: AdversarialSpec | None = None,
+    relaxloss: RelaxLossSpec | None = None,
 ) -> Compressed:
     """Dynamic sparse training with safety-test-driven candidate selection (with adversarial
-    training, if given)."""
+    training or RelaxLoss's objective, if given: the candidates train under the same term)."""
     train = SharedBatches(job.members(), job.train, job.device)
     model, engine, start = sparse_start(job, sparse)
     optimizer, scheduler = make_optimizer(model, job.train)
@@ -60,10 +69,12 @@ def safecompress(
     )
     callbacks = [update]
     if adversarial is not None:
-        regularizer = regularizer_for(job, adversarial, model, train.steps_per_epoch)
-        # candidates train under the same term, against attackers only the loop's steps move
-        update.penalties = (regularizer.frozen(),)
-        callbacks.append(regularizer)
+        callbacks.append(regularizer_for(job, adversarial, model, train.steps_per_epoch))
+    if relaxloss is not None:
+        callbacks.append(RelaxLoss(relaxloss, train.steps_per_epoch))
+    # candidates train under the loop's terms, which only the loop's steps move (the
+    # attackers take as many steps as in dst_adv; RelaxLoss's epoch parity is the loop's)
+    update.penalties = tuple(term.frozen() for term in callbacks[1:])
     history = train_sparse(job, model, engine, train, (optimizer, scheduler), callbacks)
     return Compressed(model, history, start, update.table())
 

@@ -99,6 +99,18 @@ REGISTRY: dict[str, Method] = {
             paper="Zhu, Wang, Han, IEEE TSE 2024 (arXiv 2401.00996), MMIA-SafeCompress",
         ),
         Method(
+            "safecompress_relaxloss",
+            "safecompress:safecompress",
+            {
+                "sparse": ScheduleSpec,
+                "safecompress": SafeCompressSpec,
+                "relaxloss": RelaxLossSpec,
+            },
+            from_dense=False,
+            style=Style("SafeCompress + RelaxLoss", "#44AA99", "D"),
+            paper="this project: SafeCompress's selection around RelaxLoss's training",
+        ),
+        Method(
             "dst_adv",
             "dst:dst",
             {"sparse": DSTSpec, "adversarial": AdversarialSpec},

@@ -76,8 +76,12 @@ class RelaxLoss(Callback):
 
     @contextmanager
     def penalty(self, model: nn.Module) -> Iterator[Penalty]:
-        ascent_epoch = (self.steps // self.steps_per_epoch) % 2 == 0  # the code's even epochs
         self.steps += 1
+        yield self._term(self.steps - 1)
+
+    def _term(self, step: int) -> Penalty:
+        """What turns step `step`'s cross-entropy into the RelaxLoss objective."""
+        ascent_epoch = (step // self.steps_per_epoch) % 2 == 0  # the code's even epochs
 
         def penalty(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             objective = relaxloss_objective(
@@ -85,13 +89,27 @@ class RelaxLoss(Callback):
             )
             return objective - F.cross_entropy(logits, labels)
 
-        yield penalty
+        return penalty
+
+    def frozen(self) -> Callback:
+        """The objective of the loop's last step, counting no step: what models trained beside
+        the loop's (SafeCompress's candidates) train under, in the loop's epoch parity."""
+        return _Frozen(self)
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
+
+
+class _Frozen(Callback):
+    def __init__(self, source: RelaxLoss):
+        self.source = source
+
+    @contextmanager
+    def penalty(self, model: nn.Module) -> Iterator[Penalty]:
+        yield self.source._term(self.source.steps - 1)
 
 
 def relaxloss(job: Job, sparse: DSTSpec, relaxloss: RelaxLossSpec) -> Compressed:
