@@ -69,9 +69,11 @@ def test_canaries_are_deterministic_per_split_and_differ_between_splits(labels):
     assert set(set_indices(canary_split(labels), CANARY)) != set(set_indices(other, CANARY))
 
 
-def test_no_canaries_leave_the_split_as_it_was(labels):
+def test_no_canaries_leave_the_split_as_it_was(labels, tmp_path):
     plain = make_split(N_POOL, FRACTIONS, 0)
     assert add_canaries(plain, labels, N_CLASSES, 0, 0) is plain
+    write_csv(plain, tmp_path / "split.csv")
+    assert load_data(DIGITS, tmp_path / "split.csv").y.tolist() == labels.tolist()
     assert target_members(plain, 3).tolist() == set_indices(plain, *MEMBER_SETS).tolist()
 
 

@@ -277,5 +277,6 @@ def load_data(spec: dict[str, Any], split_path: str | Path) -> Data:
     check_split(split, len(pool.y), spec["split"])
     labels = pool.y.copy()
     canaries = split[split["set"] == CANARY]
-    labels[canaries["index"].to_numpy()] = canaries[CANARY_LABEL].to_numpy()
+    if len(canaries):
+        labels[canaries["index"].to_numpy()] = canaries[CANARY_LABEL].to_numpy()
     return Data(torch.from_numpy(pool.x), torch.from_numpy(labels), split, pool.n_classes)
