@@ -93,7 +93,7 @@ def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
     methods = set(yaml.safe_load(TINY.read_text())["methods"])
     assert set(paired.loc[paired["baseline"] == "dst", "method"]) == methods - {"dst"}
     assert set(paired["baseline"]) == {"dst", "safecompress"}
-    per_seed = paired[paired["scope"] == "seed"]
+    per_seed = paired[paired["scope"] == "replicate"]
     assert set(per_seed["attack"]) == {"task", *ATTACKS}
     summary = pd.read_csv(run / "results/tables/summary.csv").set_index(
         ["method", "density", "attack"]
@@ -113,7 +113,7 @@ def test_ablation_variants_are_paired_with_dst_and_safecompress(run):
     key = ["method", "variant", "density", "seed", "attack"]
     own = ablation.set_index(key)["auc"]
     summary = pd.read_csv(run / "results/tables/summary.csv").set_index(key)["auc"]
-    per_seed = paired[(paired["scope"] == "seed") & (paired["metric"] == "auc")]
+    per_seed = paired[(paired["scope"] == "replicate") & (paired["metric"] == "auc")]
     assert len(per_seed)
     for row in per_seed.itertuples():
         mine = own.loc[(row.method, row.variant, row.density, row.seed, row.attack)]
