@@ -487,6 +487,19 @@ def test_tradeoff_leaves_out_an_unresolved_tpr():
 
 
 @pytest.mark.slow
+def test_tradeoff_adds_the_canaries_worst_case_panels_where_the_table_has_them():
+    summary = make_summary()
+    worst = {metric: summary["auc"] + 0.1 for metric in metrics.WORST_CASE_METRICS}
+    worst |= {f"{m}_ci_{end}": worst[m] for m in worst for end in ("low", "high")}
+    figure = figures.tradeoff(make_paper_table(summary.assign(**worst)), "loss")
+    assert len(figure.axes) == 4 * len(DATASETS) * len(DENSITIES)
+    labels = [axes.get_xlabel() for axes in figure.axes[:4]]
+    assert labels[2].startswith("Worst-case AUC") and labels[3].startswith("Worst-case TPR")
+    n_models = len(figures.METHOD_STYLE)
+    assert len(method_points(figure.axes[2])) == n_models
+
+
+@pytest.mark.slow
 def test_tradeoff_of_the_strongest_attack_reads_each_models_strongest():
     summary = make_summary()
     table = make_paper_table(summary)

@@ -12,7 +12,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, snakemake_command, workflow_env
-from safecompress.data.splits import check_split
+from safecompress.data.splits import CANARY, check_split, inserted_canaries
 
 ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
 DENSITIES = yaml.safe_load(TINY.read_text())["densities"]
@@ -144,12 +144,35 @@ def test_numbers_recompute_from_the_saved_per_sample_files(run):
         logits = held_out.filter(like="logit_").to_numpy()
         assert (logits.argmax(1) == held_out["label"]).mean() == pytest.approx(row["task_acc"])
         scores = pd.read_csv(run / row["scores_path"])
+        scores = scores[scores["set"].isin(["member", "non-member"])]  # not the canaries
         is_member = scores["set"] == "member"
         auc = roc_auc_score(is_member, scores[f"score_{row['attack']}"])
         assert auc == pytest.approx(row["auc"], abs=1e-9)
         predicted = scores[f"pred_{row['attack']}"].astype(bool)
         balanced = 0.5 * (predicted[is_member].mean() + (~predicted[~is_member]).mean())
         assert balanced == pytest.approx(row["attack_acc"], abs=1e-9)
+
+
+def test_canaries_are_scored_apart_on_each_seeds_inserted_half(run):
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    split = pd.read_csv(run / "results/digits/split0/split.csv")
+    n_canaries = yaml.safe_load(TINY.read_text())["evaluation"]["canaries"]
+    assert (split["set"] == CANARY).sum() == n_canaries
+    for _, row in summary.iterrows():
+        scores = pd.read_csv(run / row["scores_path"])
+        canaries = scores[scores["set"].str.startswith("canary")]
+        inserted = set(inserted_canaries(split, row["seed"]))
+        assert set(canaries.loc[canaries["set"] == "canary-member", "index"]) == inserted
+        assert set(canaries["index"]) == set(split.loc[split["set"] == CANARY, "index"])
+        is_member = canaries["set"] == "canary-member"
+        auc = roc_auc_score(is_member, canaries[f"score_{row['attack']}"])
+        assert auc == pytest.approx(row["worst_case_auc"], abs=1e-9)
+        # 4 held-out canaries resolve neither FPR
+        assert np.isnan(row["worst_case_tpr_at_1pct_fpr"])
+    paired = pd.read_csv(run / "results/tables/paired.csv")
+    assert {"worst_case_auc", "worst_case_tpr_at_1pct_fpr"} <= set(paired["metric"])
+    stats = pd.read_csv(run / "results/tables/paper_table.csv")
+    assert "worst_case_auc" in set(stats["metric"])
 
 
 def test_safecompress_logs_every_candidate_and_one_selection(run):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from safecompress.config.specs import TrainSpec
-from safecompress.data.splits import MEMBER_SETS, Data, Samples
+from safecompress.data.splits import Data, Samples, target_members
 from safecompress.training.checkpoint import Checkpoint
 
 # Every random choice of a run draws from its own generator, one per purpose, so one purpose
@@ -43,7 +43,9 @@ class Job:
     checkpoint: Checkpoint
 
     def members(self) -> Samples:
-        return self.data.set(*MEMBER_SETS)
+        """What the model trains on: the members and this seed's inserted canaries (none in a
+        reference's stand-in split)."""
+        return self.data.take(target_members(self.data.split, self.seed))
 
     def heldout(self) -> Samples:
         """The defender's held-out data: validation during training, non-members of its own

@@ -8,6 +8,13 @@ The sets, cut in this order from one seeded permutation of the pool:
 - `target_out`: non-members of every target model, the evaluated non-members and the test set;
 - `shadow_train` / `shadow_out`: the attacker's pool (shadow and reference models);
 - `reference`: the defender's held-out data (validation, and the safety test's non-members).
+
+With `evaluation.canaries: C`, C samples of `target_out` (seeded by the split) become
+`canary`: each gets a flipped label (`canary_label`, the label every model trains on and is
+queried with), and target seed s inserts its own seeded half of them into its members
+(`inserted_canaries`), never into known members, probes, shadow or reference models. They
+are neither test samples nor ordinary non-members: the attacks score them apart, the most
+vulnerable samples (Aerni, Zhang, Tramer, CCS 2024).
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ SPLIT_SETS = (
 # What a target model trains on, and the samples every evaluation attack judges.
 MEMBER_SETS = ("target_train", "known_members")
 EVALUATED_SETS = ("target_train", "target_out")
+# Samples cut from `target_out` with a flipped label (`add_canaries`), and that label's column.
+CANARY = "canary"
+CANARY_LABEL = "canary_label"
+# Every sample the attacker asks about: the evaluated ones and the canaries.
+QUERIED_SETS = (*EVALUATED_SETS, CANARY)
+# Streams of the split's seed apart from its permutation: which samples become canaries and
+# their labels, and (with a target's seed) which half of them that target trains on.
+CANARY_STREAM, INSERTED_STREAM = 1, 2
 REFERENCE_SEED_OFFSET = 10_000  # reference (shadow) model k trains with seed offset + k
 
 
@@ -80,8 +95,51 @@ def make_split(n_pool: int, fractions: dict[str, float], seed: int) -> pd.DataFr
     return split
 
 
+def add_canaries(
+    split: pd.DataFrame, labels: np.ndarray, n_classes: int, count: int, seed: int
+) -> pd.DataFrame:
+    """`count` samples of `target_out` (seeded by the split's seed) moved to set `canary`, each
+    with a flipped label in column `canary_label`: (y + 1 + r) mod n_classes, r uniform in
+    [0, n_classes - 1), so never its own. The split unchanged when `count` is 0."""
+    if count == 0:
+        return split
+    out = set_indices(split, "target_out")
+    if count % 2 or count > len(out):
+        raise SplitError(f"canaries: {count} must be even and at most target_out's {len(out)}")
+    rng = np.random.default_rng([seed, CANARY_STREAM])
+    chosen = np.sort(rng.choice(out, count, replace=False))
+    shift = 1 + rng.integers(0, n_classes - 1, count)
+    split = split.assign(**{CANARY_LABEL: pd.array([pd.NA] * len(split), dtype="Int64")})
+    rows = split["index"].isin(chosen).to_numpy()
+    flipped = dict(zip(chosen, (labels[chosen] + shift) % n_classes, strict=True))
+    split.loc[rows, CANARY_LABEL] = split.loc[rows, "index"].map(flipped)
+    split.loc[rows, "set"] = CANARY
+    return split.sort_values("set", key=_set_order, kind="stable").reset_index(drop=True)
+
+
+def _set_order(sets: pd.Series) -> pd.Series:
+    return sets.map({name: i for i, name in enumerate((*SPLIT_SETS, CANARY))})
+
+
+def inserted_canaries(split: pd.DataFrame, seed: int) -> np.ndarray:
+    """The half of the split's canaries that the target of training seed `seed` trains on: a
+    function of the canaries (the split's seed) and `seed` alone, so every method of one
+    replicate inserts the same ones and their comparison stays paired."""
+    canaries = set_indices(split, CANARY)
+    chosen = np.random.default_rng([seed, INSERTED_STREAM]).permutation(canaries)
+    return np.sort(chosen[: len(canaries) // 2])
+
+
+def target_members(split: pd.DataFrame, seed: int) -> np.ndarray:
+    """What the target of training seed `seed` trains on: MEMBER_SETS and its inserted half of
+    the canaries, in pool order."""
+    members = np.concatenate([set_indices(split, *MEMBER_SETS), inserted_canaries(split, seed)])
+    return np.sort(members)
+
+
 def check_split(split: pd.DataFrame, n_pool: int, fractions: dict[str, float]) -> None:
-    """Refuse a split whose sets overlap, leave the pool, or do not have the configured sizes."""
+    """Refuse a split whose sets overlap, leave the pool, or do not have the configured sizes
+    (the canaries count towards `target_out`, which they were cut from)."""
     missing = {"index", "set"} - set(split.columns)
     if missing:
         raise SplitError(f"split table lacks column(s) {sorted(missing)}")
@@ -99,6 +157,12 @@ def check_split(split: pd.DataFrame, n_pool: int, fractions: dict[str, float]) -
         )
     expected = split_sizes(n_pool, fractions)
     found = split["set"].value_counts().to_dict()
+    n_canaries = found.pop(CANARY, 0)
+    if n_canaries and (
+        CANARY_LABEL not in split or split.loc[split["set"] == CANARY, CANARY_LABEL].isna().any()
+    ):
+        raise SplitError(f"every canary needs its label in column {CANARY_LABEL!r}")
+    found["target_out"] = found.get("target_out", 0) + n_canaries
     for name, size in expected.items():
         if found.get(name, 0) != size:
             raise SplitError(f"set {name!r} has {found.get(name, 0)} samples, expected {size}")
@@ -143,10 +207,11 @@ def stand_in_split(split: pd.DataFrame, k: int) -> pd.DataFrame:
     the attacker's pool (`shadow_partition`). Its members (`target_train`, with the same share
     of `known_members` as the target's) are the draw's members; its defender's held-out
     `reference` set is a share of the draw's non-members outside RMIA's population (the
-    target's reference : target_out ratio), and its `target_out` the rest, which the reference
-    never touches. Columns `index`, `set`; only those four sets."""
+    target's reference : target_out ratio, canaries counted in `target_out` as configured), and
+    its `target_out` the rest, which the reference never touches. No canary: the attacker's pool
+    holds none. Columns `index`, `set`; only those four sets."""
     members, nonmembers = shadow_partition(split, k)
-    sizes = split["set"].value_counts()
+    sizes = split["set"].replace(CANARY, "target_out").value_counts()
     rng = np.random.default_rng(k)  # which members are known, which held out: seeded by k
     members = rng.permutation(members)
     population = rmia_population(split)
@@ -210,4 +275,8 @@ def load_data(spec: dict[str, Any], split_path: str | Path) -> Data:
     pool = load_pool(spec)
     split = read_csv(split_path, required=("index", "set"))
     check_split(split, len(pool.y), spec["split"])
-    return Data(torch.from_numpy(pool.x), torch.from_numpy(pool.y), split, pool.n_classes)
+    labels = pool.y.copy()
+    canaries = split[split["set"] == CANARY]
+    if len(canaries):
+        labels[canaries["index"].to_numpy()] = canaries[CANARY_LABEL].to_numpy()
+    return Data(torch.from_numpy(pool.x), torch.from_numpy(labels), split, pool.n_classes)

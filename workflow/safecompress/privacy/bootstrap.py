@@ -27,6 +27,8 @@ import numpy as np
 from safecompress.privacy.metrics import (
     ATTACK_METRICS,
     TPR_AT_FPR,
+    WORST_CASE_METRICS,
+    WORST_CASE_PREFIX,
     attack_metrics,
     balanced_accuracy,
     binary_problem,
@@ -43,6 +45,8 @@ METHOD = "percentile"
 BATCH_CELLS = 2**21
 # FPRs of a ROC band, spaced evenly on a log scale from the smallest resolvable one.
 ROC_GRID_POINTS = 60
+# The suffixes of an interval's bounds: <metric>_ci_low, <metric>_ci_high.
+CI_ENDS = ("_ci_low", "_ci_high")
 # The metrics that read hard member predictions rather than continuous scores.
 PREDICTION_METRICS = ("attack_acc", "advantage")
 # Metrics of a batch of resamples: (member indices, non-member indices), each
@@ -253,7 +257,7 @@ def metric_intervals(
     bounds = dict(zip(defined, zip(low.tolist(), high.tolist(), strict=True), strict=True))
     intervals = {}
     for metric in ATTACK_METRICS:
-        intervals[f"{metric}_ci_low"], intervals[f"{metric}_ci_high"] = bounds.get(
+        intervals[f"{metric}{CI_ENDS[0]}"], intervals[f"{metric}{CI_ENDS[1]}"] = bounds.get(
             metric, (float("nan"), float("nan"))
         )
     return intervals
@@ -440,6 +444,22 @@ def attack_report(
         **attack_metrics(is_member, scores, predicted),
         **metric_intervals(is_member, scores, predicted, n_resamples, seed, confidence),
     }
+
+
+def worst_case_report(
+    is_member: np.ndarray,
+    scores: np.ndarray,
+    predicted: np.ndarray,
+    n_resamples: int,
+    seed: int | np.random.Generator,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """`WORST_CASE_METRICS` of one attack on the canaries alone (`is_member`: inserted), each
+    with its bootstrap interval: `attack_report`'s numbers, renamed."""
+    report = attack_report(is_member, scores, predicted, n_resamples, seed, confidence)
+    named = {WORST_CASE_PREFIX + key: value for key, value in report.items()}
+    wanted = [f"{metric}{end}" for metric in WORST_CASE_METRICS for end in ("", *CI_ENDS)]
+    return {key: named[key] for key in wanted}
 
 
 def accuracy_interval(correct: np.ndarray, confidence: float = 0.95) -> dict[str, float]:

@@ -29,6 +29,12 @@ ATTACK_METRICS = (
 )
 # The FPR bound of each low-FPR metric that `tpr_at_fpr` reports.
 TPR_AT_FPR = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
+# The metrics also reported on the canaries alone (inserted: positives, held out: negatives),
+# each named `worst_case_<metric>`: an attack's power on the most vulnerable samples.
+WORST_CASE_PREFIX = "worst_case_"
+WORST_CASE_METRICS = tuple(
+    WORST_CASE_PREFIX + metric for metric in ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+)
 
 
 def binary_problem(is_member: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

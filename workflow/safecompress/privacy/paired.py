@@ -5,7 +5,9 @@ two models at the same data set, density and replicate (split and seed) can be c
 sample by sample: the bootstrap resamples the samples once for both, and what the samples
 share cancels. Across replicates, the per-replicate differences get a Student-t interval:
 with several splits it carries the split-to-split variance too (which members are
-memorable).
+memorable). Where the models were scored on canaries too (the same ones within a
+replicate), PAIRED_METRICS on the canaries alone are compared the same way, as
+`worst_case_<metric>`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,19 @@ from safecompress.privacy.bootstrap import (
     paired_differences,
     seed_t_interval,
 )
+from safecompress.privacy.metrics import WORST_CASE_PREFIX
 
 # What the paired table compares besides task accuracy: the threshold-free attack metrics.
 PAIRED_METRICS = ("auc", "tpr_at_1pct_fpr")
+
+
+@dataclass(frozen=True)
+class Canaries:
+    """One target model's per-attack scores on the canaries."""
+
+    index: np.ndarray  # pool index of each canary, in the order of the arrays below
+    is_member: np.ndarray  # inserted into this model's training set
+    scores: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class ScoredModel:
     is_member: np.ndarray
     correct: np.ndarray  # task prediction correct, for every evaluated sample
     scores: dict[str, np.ndarray]  # per attack
+    canaries: Canaries | None = None
 
 
 def paired_rows(
@@ -77,18 +90,10 @@ def paired_rows(
                 model.correct[test], reference.correct[test], n_resamples, seed
             )
         }
-        # in the summary's attack order: a set's order changes from run to run
-        for attack in [a for a in model.scores if a in reference.scores]:
-            differences = paired_differences(
-                model.is_member,
-                model.scores[attack],
-                reference.scores[attack],
-                PAIRED_METRICS,
-                n_resamples,
-                seed,
-            )
-            for metric, triple in differences.items():
-                comparisons[attack, metric] = triple
+        comparisons |= _attack_comparisons(
+            model.is_member, model.scores, reference.scores, n_resamples, seed
+        )
+        comparisons |= _worst_case_comparisons(model, reference, n_resamples, seed)
         for (attack, metric), (difference, low, high) in comparisons.items():
             rows.append(
                 {
@@ -105,6 +110,48 @@ def paired_rows(
                 }
             )
     return rows + _over_replicates(rows)
+
+
+def _worst_case_comparisons(
+    model: ScoredModel, reference: ScoredModel, n_resamples: int, seed: int
+) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """PAIRED_METRICS of each common attack on the canaries alone, as `worst_case_<metric>`
+    differences; none where either model has no canaries."""
+    mine, theirs = model.canaries, reference.canaries
+    if mine is None or theirs is None:
+        return {}
+    if not (
+        np.array_equal(mine.index, theirs.index)
+        and np.array_equal(mine.is_member, theirs.is_member)
+    ):
+        raise ValueError(
+            f"{model.method} and {reference.method} at density {model.density}, split "
+            f"{model.split}, seed {model.seed} were not scored on the same canaries with the same "
+            "inserted half; rerun their attack jobs"
+        )
+    return _attack_comparisons(
+        mine.is_member, mine.scores, theirs.scores, n_resamples, seed, WORST_CASE_PREFIX
+    )
+
+
+def _attack_comparisons(
+    is_member: np.ndarray,
+    scores: dict[str, np.ndarray],
+    baseline: dict[str, np.ndarray],
+    n_resamples: int,
+    seed: int,
+    prefix: str = "",
+) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(attack, prefix + metric) -> paired difference of PAIRED_METRICS, for every attack
+    both models were scored by, in the summary's attack order (a set's changes per run)."""
+    comparisons = {}
+    for attack in [a for a in scores if a in baseline]:
+        differences = paired_differences(
+            is_member, scores[attack], baseline[attack], PAIRED_METRICS, n_resamples, seed
+        )
+        for metric, triple in differences.items():
+            comparisons[attack, prefix + metric] = triple
+    return comparisons
 
 
 def _over_replicates(rows: list[dict]) -> list[dict]:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # torch and the attacks are imported where used: the steps th
 SIGNAL_COLUMNS = ("index", "set", "label", "loss")
 # The `set` of the target's rows on RMIA's population (never saved: not evaluated samples).
 POPULATION = "population"
+# The `set` of the target's rows on the canaries (data.splits.CANARY), saved after the
+# evaluated rows: the ones it trained on and the held-out ones, each with its membership.
+CANARY_SETS = {"canary-member": "member", "canary-non-member": "non-member"}
 
 
 def signal_table(model: nn.Module, data: Data, sets: dict[str, np.ndarray]) -> pd.DataFrame:

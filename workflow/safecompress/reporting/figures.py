@@ -87,6 +87,8 @@ CHANCE_LEVEL: Final = {
     "advantage": 0.0,
     "tpr_at_1pct_fpr": 0.01,
     "tpr_at_0.1pct_fpr": 0.001,
+    "worst_case_auc": 0.5,
+    "worst_case_tpr_at_1pct_fpr": 0.01,
 }
 
 # Methods without a style of their own (METHOD_STYLE) take these, in name order.
@@ -395,6 +397,11 @@ def attack_vs_density(table: pd.DataFrame, metric: str = "auc") -> Figure:
 
 
 TRADEOFF_AXES: Final = (("auc", "Attack AUC"), ("tpr_at_1pct_fpr", "Attack TPR at 1% FPR"))
+# Panels the frontier adds where the table has the canaries' worst-case metrics.
+WORST_CASE_AXES: Final = (
+    ("worst_case_auc", "Worst-case AUC (canaries)"),
+    ("worst_case_tpr_at_1pct_fpr", "Worst-case TPR at 1% FPR (canaries)"),
+)
 # An ablation variant drawn on the frontier is the "method" VARIANT_PREFIX + its variant name.
 VARIANT_PREFIX: Final = "variant:"
 VARIANT_KEY_TITLE: Final = "SafeCompress ablation variants"
@@ -408,13 +415,16 @@ PARETO_RING_AREA: Final = 260.0  # points squared: rings a variant's disc too
 @mpl.rc_context(STYLE)
 def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = None) -> Figure:
     """The safety-accuracy frontier: task accuracy vs the `attack`'s AUC (left) and TPR at 1%
-    FPR (right), one row of panels per data set and density, one marker per method (the
+    FPR, and where the table has them its worst-case AUC and TPR at 1% FPR on the canaries
+    (right), one row of panels per data set and density, one marker per method (the
     dense model in every row) with 95 % intervals on both axes; the Pareto set (lower leakage,
     higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's strongest
     attack by AUC. `variants`, the seed statistics of the ablation (same form as the paper
     table), adds each SafeCompress variant to its density's panels as a numbered marker,
     named in a key beside the panels; they take part in the Pareto set."""
-    metrics = ["task_acc", *(metric for metric, _ in TRADEOFF_AXES)]
+    present = set(table.get("metric", ()))
+    panels = [*TRADEOFF_AXES, *(axis for axis in WORST_CASE_AXES if axis[0] in present)]
+    metrics = ["task_acc", *(metric for metric, _ in panels)]
     rows = _paper_rows(_rows_of_attack(table, attack), metrics)
     numbers: dict[str, int] = {}
     if variants is not None:
@@ -430,7 +440,7 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
     styles = method_styles(rows.loc[~rows["method"].str.startswith(VARIANT_PREFIX), "method"])
     named = _attack_name(attack)
     beside = VARIANT_KEY_WIDTH if numbers else 0.0
-    figure, axes_grid = _panels(len(cells), len(TRADEOFF_AXES), beside=beside)
+    figure, axes_grid = _panels(len(cells), len(panels), beside=beside)
     badges: dict[Axes, list[tuple[float, float, int]]] = {}
     for row, (dataset, density) in enumerate(cells):
         mine = rows[
@@ -438,7 +448,7 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
             & ((rows["density"] == density) | (rows["method"] == "dense"))
         ]
         accuracy = _metric(mine, "task_acc", 100)
-        for column, (metric, label) in enumerate(TRADEOFF_AXES):
+        for column, (metric, label) in enumerate(panels):
             axes = axes_grid[row, column]
             points = _metric(mine, metric).merge(
                 accuracy, on=["method", "density"], suffixes=("_x", "_y")

@@ -30,12 +30,13 @@ from safecompress.privacy.bootstrap import roc_band, seed_t_interval
 from safecompress.privacy.metrics import (
     ATTACK_METRICS,
     TPR_AT_FPR,
+    WORST_CASE_METRICS,
     roc_auc,
     roc_curve,
     tpr_at_fpr,
 )
-from safecompress.privacy.paired import ScoredModel, paired_rows
-from safecompress.privacy.signals import logits_of
+from safecompress.privacy.paired import Canaries, ScoredModel, paired_rows
+from safecompress.privacy.signals import CANARY_SETS, logits_of
 
 KEY = ["dataset", "split", "method", "variant", "density", "seed", "attack"]
 MODEL = KEY[:-1]
@@ -77,7 +78,12 @@ PAPER_TABLE_COLUMNS = (
     "ci_low",
     "ci_high",
 )
-MARKDOWN_METRICS = (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"))
+MARKDOWN_METRICS = (
+    ("auc", "AUC"),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR"),
+    ("worst_case_auc", "canary AUC"),
+    ("worst_case_tpr_at_1pct_fpr", "canary TPR@1%FPR"),
+)
 # The low-FPR number that the ROC table gives each model besides its AUC.
 ROC_TPR_METRIC = "tpr_at_1pct_fpr"
 ROC_COLUMNS = (
@@ -129,7 +135,8 @@ def replicate_statistics(summary: pd.DataFrame) -> pd.DataFrame:
     Student-t interval of the mean; with a single replicate, the model's own bootstrap
     interval (tidy: one row per metric). Besides each attack, the pseudo-attack `strongest`:
     every model's attack with the highest AUC (the first in the summary's order on a tie),
-    which may differ between replicates."""
+    which may differ between replicates. The worst-case metrics (on the canaries) where the
+    summary has them."""
     strongest = (
         summary[summary["strongest"]]
         .drop_duplicates(MODEL)
@@ -137,8 +144,9 @@ def replicate_statistics(summary: pd.DataFrame) -> pd.DataFrame:
     )
     rows = []
     group = ["dataset", "method", "variant", "density", "attack"]
+    metrics = [*METRICS, *(metric for metric in WORST_CASE_METRICS if metric in summary)]
     for key, models in pd.concat([summary, strongest]).groupby(group, sort=False):
-        for metric in METRICS:
+        for metric in metrics:
             values = models[metric].to_numpy(dtype=float)
             mean, low, high = seed_t_interval(values)
             sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -161,7 +169,8 @@ def replicate_statistics(summary: pd.DataFrame) -> pd.DataFrame:
 
 def markdown_tables(stats: pd.DataFrame) -> str:
     """Per data set: rows method x density; columns task accuracy, then AUC and TPR@1%FPR per
-    attack; cells "mean [low, high]" in percent, the strongest attack of a row in bold."""
+    attack (and on the canaries, where there are any); cells "mean [low, high]" in percent,
+    the strongest attack of a row in bold."""
     lines = []
     for dataset, rows in stats.groupby("dataset", sort=False):
         cell = rows.assign(text=[_cell(row) for row in rows.itertuples(index=False)])
@@ -170,6 +179,8 @@ def markdown_tables(stats: pd.DataFrame) -> str:
             columns={"text": "task acc (%)"}
         )
         for metric, label in MARKDOWN_METRICS:
+            if metric not in set(cell["metric"]):
+                continue
             wide = cell[cell["metric"] == metric].pivot(
                 index=["method", "density"], columns="attack", values="text"
             )
@@ -209,13 +220,22 @@ def scored_models(summary: pd.DataFrame) -> list[ScoredModel]:
         if not scores["index"].equals(signals["index"]):
             raise ValueError(f"{first['scores_path']}: rows differ from {first['signals_path']}")
         fields = dict(zip(MODEL, key, strict=True))
+        is_canary = scores["set"].isin(CANARY_SETS).to_numpy()
+        evaluated, canaries, signals = scores[~is_canary], scores[is_canary], signals[~is_canary]
         models.append(
             ScoredModel(
                 **fields,
-                index=scores["index"].to_numpy(),
-                is_member=(scores["set"] == "member").to_numpy(),
+                index=evaluated["index"].to_numpy(),
+                is_member=(evaluated["set"] == "member").to_numpy(),
                 correct=logits_of(signals).argmax(1) == signals["label"].to_numpy(),
-                scores={a: scores[f"score_{a}"].to_numpy() for a in rows["attack"]},
+                scores={a: evaluated[f"score_{a}"].to_numpy() for a in rows["attack"]},
+                canaries=Canaries(
+                    index=canaries["index"].to_numpy(),
+                    is_member=canaries["set"].map(CANARY_SETS).eq("member").to_numpy(),
+                    scores={a: canaries[f"score_{a}"].to_numpy() for a in rows["attack"]},
+                )
+                if len(canaries)
+                else None,
             )
         )
     return models

@@ -16,11 +16,19 @@ attackers depend on the shadow models alone, so the workflow fits each once per 
 evaluated sample: set, label, loss, logits), scores.csv (per sample and attack: score and
 prediction) and attacks.csv (one row per attack: task accuracy and every attack metric with
 its 95 % bootstrap interval).
+
+With canaries in the split, both per-sample files go on with a row per canary (set
+`canary-member`: one of the half this target's seed trained on; `canary-non-member`: held
+out), and attacks.csv with the worst-case metrics (`worst_case_auc`, ...) on the canaries
+alone. Every attack scores the canaries as a set of their own, with the same signals (the
+references' logits on them included), so the evaluated samples' scores do not depend on
+them (LiRA's variance, pooled over the scored samples with few references, would).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,12 +38,20 @@ from torch import nn
 
 from safecompress.config import specs
 from safecompress.config.settings import REFERENCE_KINDS
-from safecompress.data.splits import load_data, rmia_population, set_indices
+from safecompress.data.splits import (
+    CANARY,
+    Data,
+    inserted_canaries,
+    load_data,
+    rmia_population,
+    set_indices,
+)
 from safecompress.io import write_csv
 from safecompress.privacy import attacks
 from safecompress.privacy.attacks.learned import load_adversary
-from safecompress.privacy.bootstrap import accuracy_interval, attack_report
+from safecompress.privacy.bootstrap import accuracy_interval, attack_report, worst_case_report
 from safecompress.privacy.signals import (
+    CANARY_SETS,
     POPULATION,
     feature_matrix,
     logits_of,
@@ -59,36 +75,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = load_data(entry, args.split)
     needs_features = "whitebox" in evaluation.attacks
     shadow_signals, shadow_features, queries = read_shadows(args.shadows, needs_features)
-    # every signal of the target, once: the evaluated samples and RMIA's population
-    computed = signal_table(
-        model,
-        data,
-        {
-            "member": set_indices(data.split, "target_train"),
-            "non-member": set_indices(data.split, "target_out"),
-            POPULATION: rmia_population(data.split),
-        },
-    )
+    # every signal of the target, once: the evaluated samples, RMIA's population, the canaries
+    computed = signal_table(model, data, _queried_sets(data, meta["seed"]))
     signals = computed[computed["set"] != POPULATION].reset_index(drop=True)
-    inputs = attacks.AttackInputs(
-        target=attacks.read_signals(
-            signals,
-            "target",
-            feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
+    is_canary = signals["set"].isin(CANARY_SETS).to_numpy()
+    evaluated = signals[~is_canary]
+    inputs = attacks.with_adversaries(
+        attacks.AttackInputs(
+            target=_target(model, data, evaluated, needs_features),
+            shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
+            references=np.stack([_aligned(logits, evaluated) for logits in queries]),
+            population=population(computed[computed["set"] == POPULATION], shadow_signals),
+            adversaries=dict(load_adversary(path) for path in args.adversaries),
         ),
-        shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
-        references=np.stack([_aligned(logits, signals) for logits in queries]),
-        population=population(computed[computed["set"] == POPULATION], shadow_signals),
-        adversaries=dict(load_adversary(path) for path in args.adversaries),
+        evaluation.attacks,
+        args.seed,
     )
     results = attacks.run_attacks(inputs, evaluation.attacks, args.seed)
+    canaries = signals[is_canary].replace({"set": CANARY_SETS})
+    canary_results = {}
+    if len(canaries):
+        canary_inputs = dataclasses.replace(
+            inputs,
+            target=_target(model, data, canaries, needs_features),
+            references=np.stack([_aligned(logits, canaries) for logits in queries]),
+        )
+        canary_results = attacks.run_attacks(canary_inputs, evaluation.attacks, args.seed)
 
     scores = signals[["index", "set", "label"]].copy()
     for attack, (score, predicted) in results.items():
+        if canary_results:
+            score = np.concatenate([score, canary_results[attack][0]])
+            predicted = np.concatenate([predicted, canary_results[attack][1]])
         scores[f"score_{attack}"] = score
         scores[f"pred_{attack}"] = predicted.astype(int)
     paths = {name: args.out_dir / f"{name}.csv" for name in ("signals", "scores")}
-    table = _attack_table(args, meta, model, inputs.target, signals, results, evaluation)
+    table = _attack_table(args, meta, model, inputs.target, evaluated, results, evaluation)
+    if canary_results:
+        worst = [
+            worst_case_report(
+                canary_inputs.target.is_member, score, predicted, evaluation.bootstrap, args.seed
+            )
+            for score, predicted in canary_results.values()
+        ]
+        table = pd.concat([table, pd.DataFrame(worst)], axis=1)
     table = table.assign(**{f"{name}_path": str(path) for name, path in paths.items()})
     table = table.assign(
         **{key: meta[key] for key in ("config_hash", "code_version", "device")},
@@ -174,12 +204,35 @@ def _attack_table(
     return description.merge(pd.DataFrame(rows), how="cross")
 
 
+def _queried_sets(data: Data, seed: int) -> dict[str, np.ndarray]:
+    """The target's samples to compute signals on, by `set`: the evaluated members and
+    non-members, RMIA's population, and (if the split has canaries) the canaries that this
+    target's training seed inserted and the held-out ones."""
+    sets = {
+        "member": set_indices(data.split, "target_train"),
+        "non-member": set_indices(data.split, "target_out"),
+        POPULATION: rmia_population(data.split),
+    }
+    canaries = set_indices(data.split, CANARY)
+    if len(canaries):
+        inserted = inserted_canaries(data.split, seed)
+        member, nonmember = CANARY_SETS
+        sets |= {member: inserted, nonmember: np.setdiff1d(canaries, inserted)}
+    return sets
+
+
+def _target(model: nn.Module, data: Data, signals: pd.DataFrame, features: bool) -> attacks.Signals:
+    """The target's signals on these samples, with their features if an attack needs them."""
+    matrix = feature_matrix(model, data, signals["index"].to_numpy()) if features else None
+    return attacks.read_signals(signals, "target", matrix)
+
+
 def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
     """A reference model's logits on the evaluated samples, in the target signals' order."""
     by_index = queries.set_index("index")
     missing = np.setdiff1d(signals["index"], by_index.index)
     if len(missing):
-        raise ValueError(f"queries.csv lacks {len(missing)} evaluated samples; rerun the shadows")
+        raise ValueError(f"queries.csv lacks {len(missing)} queried samples; rerun the shadows")
     return logits_of(by_index.loc[signals["index"]])
 
 

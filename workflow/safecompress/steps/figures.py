@@ -40,6 +40,7 @@ import safetensors
 from matplotlib.figure import Figure
 
 from safecompress.io import read_csv
+from safecompress.privacy.signals import CANARY_SETS
 from safecompress.reporting import figures, tables
 from safecompress.steps import cli
 
@@ -64,8 +65,10 @@ def _require_one_per_file(**values: Sequence) -> None:
 
 
 def _read_scores(path: Path, attacks: Sequence[str]) -> pd.DataFrame:
-    """One model's per-sample attack scores, refusing an attack the file does not score."""
+    """One model's per-sample attack scores on the evaluated samples (the canaries' rows left
+    out), refusing an attack the file does not score."""
     scores = read_csv(path, ("set",))
+    scores = scores[~scores["set"].isin(CANARY_SETS)]
     absent = [attack for attack in attacks if f"score_{attack}" not in scores.columns]
     if absent:
         scored = [name.removeprefix("score_") for name in scores if name.startswith("score_")]
@@ -211,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     tradeoff = figure(
-        "tradeoff", draw_tradeoff, "task accuracy vs attack AUC and TPR at 1%% FPR, Pareto set"
+        "tradeoff",
+        draw_tradeoff,
+        "task accuracy vs attack AUC and TPR at 1%% FPR (and on the canaries, if any), Pareto set",
     )
     paper_table(tradeoff)
     tradeoff.add_argument(

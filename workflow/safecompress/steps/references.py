@@ -30,8 +30,8 @@ import torch
 
 from safecompress.compression.job import Job
 from safecompress.data.splits import (
-    EVALUATED_SETS,
     MEMBER_SETS,
+    QUERIED_SETS,
     Data,
     load_data,
     reference_seed,
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     device = pick_device()
     data = load_data(recipe.read["data"], args.split)
-    queried = set_indices(data.split, *EVALUATED_SETS)
+    queried = set_indices(data.split, *QUERIED_SETS)
     rows = []
     for k, shadow in enumerate(args.shadows):
         out = args.out_dir / f"k{k}"

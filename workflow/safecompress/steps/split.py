@@ -3,15 +3,17 @@
     python -m safecompress.steps.split --dataset digits --split-seed 0 \\
         --out results/digits/split0/split.csv
 
-The sets and what each is for: `safecompress.data.splits`.
+The sets and what each is for, and the canaries (`evaluation.canaries`) cut from
+`target_out`: `safecompress.data.splits`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from safecompress.config import specs
 from safecompress.data.sources import load_pool
-from safecompress.data.splits import make_split
+from safecompress.data.splits import add_canaries, make_split
 from safecompress.io import write_csv
 from safecompress.steps import cli
 
@@ -23,11 +25,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--split-seed", type=int, default=0, help="seed of the permutation the split is cut from"
     )
     p.add_argument("--out", required=True, help="split table to write (CSV: index, set)")
-    cli.add_sections(p, "data")
+    cli.add_sections(p, "data", "evaluation")
     args = p.parse_args(argv)
     entry = cli.data_entry(args, args.dataset)
+    canaries = specs.read(specs.CanarySpec, "evaluation", cli.section(args, "evaluation"))
     pool = load_pool(entry)
     split = make_split(len(pool.y), entry["split"], args.split_seed)
+    split = add_canaries(split, pool.y, pool.n_classes, canaries.canaries, args.split_seed)
     write_csv(split, args.out)
     counts = split["set"].value_counts().reindex(split["set"].unique())
     print(

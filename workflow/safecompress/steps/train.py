@@ -8,7 +8,8 @@ Writes model.safetensors and history.csv (per-epoch train/validation loss and ac
 A shadow model is also the attacker's reference model and writes what the attacks read:
 signals.csv (its logits on its own members and non-members) with features.npy (the input of
 its output layer, row for row), and queries.csv (its logits on the samples the attacker asks
-about: the target's target_train and target_out, whose membership it does not know). A
+about: the target's target_train, target_out and canaries, whose membership it does not
+know). A
 killed run restarts from its last epoch.
 """
 
@@ -21,12 +22,12 @@ from safecompress.config import specs
 from safecompress.config.settings import check_section
 from safecompress.data.batches import TrainBatches
 from safecompress.data.splits import (
-    EVALUATED_SETS,
-    MEMBER_SETS,
+    QUERIED_SETS,
     load_data,
     reference_seed,
     set_indices,
     shadow_partition,
+    target_members,
 )
 from safecompress.io import config_hash, write_csv
 from safecompress.privacy.signals import save_reference_signals
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = pick_device()
     data = load_data(entry, args.split)
     if args.role == "target":
-        members, seed = set_indices(data.split, *MEMBER_SETS), args.seed
+        members, seed = target_members(data.split, args.seed), args.seed
     else:
         members, nonmembers = shadow_partition(data.split, args.seed)
         seed = reference_seed(args.seed)
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             model,
             data,
             {"member": members, "non-member": nonmembers},
-            set_indices(data.split, *EVALUATED_SETS),
+            set_indices(data.split, *QUERIED_SETS),
             args.seed,
             args.out_dir,
         )

@@ -17,6 +17,7 @@ target model is only queried. Three families, one registry (`ATTACKS`):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,13 @@ NETWORK_ATTACKS = tuple(learned.ADVERSARIES)
 def _adversary(inputs: AttackInputs, name: str, seed: int) -> nn.Module:
     given = inputs.adversaries.get(name)
     return FIT_ADVERSARY[name](inputs.shadow, seed) if given is None else given
+
+
+def with_adversaries(inputs: AttackInputs, attacks: Sequence[str], seed: int) -> AttackInputs:
+    """`inputs` with the adversary of every network attack among `attacks` fitted, so that
+    attacks on several sets of target samples (the evaluated ones, the canaries) fit each once."""
+    fitted = {name: _adversary(inputs, name, seed) for name in attacks if name in NETWORK_ATTACKS}
+    return dataclasses.replace(inputs, adversaries=fitted)
 
 
 def _nasr(inputs: AttackInputs, seed: int) -> Result:
