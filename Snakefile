@@ -20,7 +20,7 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     split=r"\d+",
-    method="|".join(["dense", *METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+    method=f"dense|{COMPRESSED}",
     density=r"[0-9.]+",
     seed=r"\d+",
     shadow=r"\d+",

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import changed
+from safecompress.config.curves import CURVE, curve_lines, curve_points
 from safecompress.config.methods import METHODS
 from safecompress.config.settings import (
     REFERENCE_KINDS,
@@ -72,6 +73,56 @@ def test_unreadable_config_file(tmp_path):
         load_yaml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_curves_name_one_model_per_value_and_join_it_to_the_default_in_order():
+    evidence = changed(DEFAULT, "curves", load_yaml(CONFIG / "evidence.yaml")["curves"])
+    check_config(evidence)
+    points = curve_points(evidence)
+    assert [p.wildcard for p in points if p.method == "dpsgd"] == [
+        f"{CURVE}dpsgd/noise_multiplier_{sigma}" for sigma in (0.005, 0.02, 0.3)
+    ]
+    assert {p.method for p in points} == {"dpsgd", "relaxloss", "advreg", "distill"}
+    temperature = next(p for p in points if p.method == "distill")
+    assert temperature.sections(evidence)["distill"] == {"temperature": 4.0, "alpha": 0.5}
+    assert DEFAULT["distill"]["temperature"] == 1.0  # the config itself is left as it was
+    lines = curve_lines(points, evidence)
+    assert lines["dpsgd"] == [
+        ["noise_multiplier_0.005", "noise_multiplier_0.02", "noise_multiplier_0.3", "default"]
+    ]
+    assert lines["advreg"] == [["default", "weight_0.3", "weight_1.0"]]
+    assert curve_points(DEFAULT) == []
+
+
+@pytest.mark.parametrize(
+    "curves, message",
+    [
+        ({"dpsgd": {"dpsgd.noise_multiplier": [0.1, 0.1]}}, "curves.dpsgd.dpsgd.noise_multiplier"),
+        ({"dpsgd": {"dpsgd.noise_multiplier": []}}, "curves.dpsgd.dpsgd.noise_multiplier"),
+        ({"dpsgd": {"noise_multiplier": [0.1]}}, "curves.dpsgd"),
+        ({"dpsgd": {"dpsgd.noise_multiplier": [[0.1]]}}, "curves.dpsgd.dpsgd.noise_multiplier.0"),
+        ({"dpsgd": {"dpsgd.noise_multiplier": [-0.1]}}, r"noise_multiplier: -0.1 is less"),
+        ({"dpsgd": {"dpsgd.noise_multiplier": ["big"]}}, r"noise_multiplier: 'big' is not of"),
+        ({"dpsgd": {"dpsgd.noise_multiplier": [1.0]}}, r"1.0 is dpsgd's own setting"),
+        ({"dpsgd": {"dpsgd.sigma": [0.1]}}, r"dpsgd does not read dpsgd.sigma; it reads"),
+        ({"dpsgd": {"sparse.growth": ["random"]}}, r"dpsgd does not read sparse.growth"),
+        ({"dpsgd": {"relaxloss.alpha": [0.2]}}, r"curves.dpsgd.relaxloss.alpha: dpsgd does"),
+        ({"telepathy": {"dpsgd.noise_multiplier": [0.1]}}, r"'telepathy' is not one of methods"),
+    ],
+)
+def test_bad_curves_name_the_key(curves, message):
+    config = changed(DEFAULT, "curves", curves)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+        curve_points(config)
+
+
+def test_a_curve_of_a_method_not_run_is_refused():
+    config = changed(
+        changed(DEFAULT, "methods", ["dst"]), "curves", {"dpsgd": {"dpsgd.delta": [1e-6]}}
+    )
+    with pytest.raises(ConfigError, match=r"curves.dpsgd: 'dpsgd' is not one of methods \['dst'\]"):
+        curve_points(config)
 
 
 def test_image_augmentation_of_data_that_are_not_images_is_refused():

@@ -22,7 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from safecompress.config.curves import curve_lines, curve_points
 from safecompress.config.methods import METHODS
+from safecompress.config.settings import load_yaml
 from safecompress.privacy import bootstrap, metrics
 from safecompress.reporting import figures, tables
 from safecompress.sparse.engine import prunable_layers
@@ -31,6 +33,7 @@ from safecompress.steps.cli import run
 from safecompress.training.models import build_model, save_model
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflow"
+CONFIG = WORKFLOW.parent / "config"
 DATASETS = ("digits", "cifar10")
 ATTACKS = ("loss", "entropy")
 DENSITIES = (0.5, 0.1, 0.01)
@@ -551,6 +554,63 @@ def test_tradeoff_numbers_ablation_variants_at_their_density_with_a_key():
     assert "numbered" in figure.get_suptitle()
 
 
+def evidence_curves() -> tuple[list[tuple[str, str]], dict[str, list[list[str]]]]:
+    """(method, variant) of config/evidence.yaml's curve points, and their lines."""
+    config = load_yaml(CONFIG / "config.yaml")
+    config["curves"] = load_yaml(CONFIG / "evidence.yaml")["curves"]
+    points = curve_points(config)
+    return [(p.method, p.variant) for p in points], curve_lines(points, config)
+
+
+def with_curves(models, points) -> list[tuple[str, str, str, float]]:
+    """`models` and, at each of their compressed densities, the curve `points`."""
+    densities = {(dataset, density) for dataset, method, _, density in models if method != "dense"}
+    return models + [
+        (dataset, method, variant, density)
+        for dataset, density in sorted(densities)
+        for method, variant in points
+    ]
+
+
+@pytest.mark.slow
+def test_tradeoff_joins_each_methods_curve_in_order_of_strength():
+    points, lines = evidence_curves()
+    table = make_paper_table(make_summary(models=with_curves(model_grid(), points)))
+    figure = figures.tradeoff(table, "loss", curves=lines)
+    assert "order of strength" in figure.get_suptitle()
+    axes = figure.axes[0]  # the first data set at its largest density
+    color = figures.METHOD_STYLE["dpsgd"].color
+    joined = [line for line in axes.get_lines() if line.get_color() == color]
+    markers = [line for line in joined if line.get_linestyle() == "None"]
+    curve = [line for line in joined if line.get_linestyle() != "None"]
+    assert len(markers) == 1 and len(markers[0].get_xdata()) == 4  # default and three sigmas
+    assert len(curve) == 1 and not curve[0].get_label().startswith(("DP", "Pareto"))
+    mine = table[
+        (table["dataset"] == DATASETS[0])
+        & (table["method"] == "dpsgd")
+        & (table["density"] == max(DENSITIES))
+        & (table["attack"] == "loss")
+        & (table["metric"] == "auc")
+    ].set_index("variant")["mean"]
+    assert lines["dpsgd"] == [
+        ["noise_multiplier_0.005", "noise_multiplier_0.02", "noise_multiplier_0.3", "default"]
+    ]
+    np.testing.assert_allclose(curve[0].get_xdata(), mine.loc[lines["dpsgd"][0]])
+    # every defense swept has its line, one per panel; no line without curves
+    n_lines = {
+        method: sum(
+            line.get_color() == figures.METHOD_STYLE[method].color
+            and line.get_linestyle() != "None"
+            for line in axes.get_lines()
+        )
+        for method in lines
+    }
+    assert n_lines == dict.fromkeys(lines, 1)
+    plain = figures.tradeoff(table, "loss")
+    assert "order of strength" not in plain.get_suptitle()
+    assert all(line.get_linestyle() == "None" for line in method_points(plain.axes[0]))
+
+
 def test_variants_are_numbered_sweep_by_sweep_in_value_order():
     variants = ["setting_b", "lambda_10.0", "set_x", "lambda_2.0", "n_4", "other_y"]
     assert figures.ablation_order(variants) == [
@@ -983,16 +1043,19 @@ def test_no_two_labels_overlap(name):
 @pytest.mark.slow
 def test_evidence_sized_tradeoff_has_no_overlapping_labels(tmp_path):
     """The evidence run's trade-off (config/evidence.yaml): dense and every method at
-    densities 0.1 and 0.05, five seeds, eight attacks, a dozen ablation variants crowding the
-    density-0.1 panels; every text, the variants' numbers included, stands clear of the rest."""
+    densities 0.1 and 0.05, every defense's curve points, five seeds, eight attacks, a dozen
+    ablation variants crowding the density-0.1 panels; every text, the variants' numbers
+    included, stands clear of the rest."""
     seeds = tuple(range(5))
-    models = model_grid(("fashion_mnist",), (0.1, 0.05))
+    points, lines = evidence_curves()
+    models = with_curves(model_grid(("fashion_mnist",), (0.1, 0.05)), points)
     assert {method for _, method, _, _ in models} == {"dense", *METHODS}
     variants = [("fashion_mnist", "safecompress", variant, 0.1) for variant in EVIDENCE_VARIANTS]
     figure = figures.tradeoff(
         make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, models)),
         "strongest",
         make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, variants)),
+        lines,
     )
     crowded = figure.axes[0]
     numbers = [int(text.get_text()) for text in crowded.texts if text.get_text()]

@@ -16,6 +16,8 @@ from safecompress.data.splits import CANARY, check_split, inserted_canaries
 
 ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
 DENSITIES = yaml.safe_load(TINY.read_text())["densities"]
+# The tiny config's one curve point: DP-SGD at sigma 0.3 besides its own 1.0.
+CURVE_VARIANT = "noise_multiplier_0.3"
 
 pytestmark = pytest.mark.workflow
 
@@ -37,7 +39,7 @@ def run(tmp_path_factory):
 
 def test_every_output_exists(run):
     results = run / "results"
-    tables = ("summary", "paper_table", "paired", "ablation", "ablation_paired")
+    tables = ("summary", "paper_table", "paired", "frontier", "ablation", "ablation_paired")
     for name in [*(f"{table}.csv" for table in tables), "paper_table.md"]:
         assert (results / "tables" / name).stat().st_size > 0
     figures = [
@@ -57,9 +59,13 @@ def test_every_output_exists(run):
 def test_summary_has_one_row_per_model_and_attack(run):
     summary = pd.read_csv(run / "results/tables/summary.csv")
     config = yaml.safe_load(TINY.read_text())
-    n_models = 1 + len(config["methods"]) * len(config["densities"])
+    n_points = sum(
+        len(values) for sweeps in config["curves"].values() for values in sweeps.values()
+    )
+    n_models = 1 + (len(config["methods"]) + n_points) * len(config["densities"])
     assert len(summary) == n_models * len(ATTACKS)
-    assert not summary.duplicated(["dataset", "method", "density", "seed", "attack"]).any()
+    model = ["dataset", "method", "variant", "density", "seed"]
+    assert not summary.duplicated([*model, "attack"]).any()
     required = [
         "dataset",
         "method",
@@ -84,8 +90,8 @@ def test_summary_has_one_row_per_model_and_attack(run):
         assert (inside & (summary[metric] <= summary[f"{metric}_ci_high"] + 1e-12)).all()
     # 1 / 359 non-members cannot resolve a 0.1 % FPR: left empty, never TPR at zero FPR
     assert summary["tpr_at_0.1pct_fpr"].isna().all() and summary["tpr_at_0fpr"].notna().all()
-    strongest = summary[summary["strongest"]].groupby(["method", "density"])["auc"]
-    assert (strongest.max() == summary.groupby(["method", "density"])["auc"].max()).all()
+    strongest = summary[summary["strongest"]].groupby(model)["auc"]
+    assert (strongest.max() == summary.groupby(model)["auc"].max()).all()
 
 
 def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
@@ -95,12 +101,13 @@ def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
     assert set(paired["baseline"]) == {"dst", "safecompress"}
     per_replicate = paired[paired["scope"] == "replicate"]
     assert set(per_replicate["attack"]) == {"task", *ATTACKS}
+    assert CURVE_VARIANT in set(per_replicate.loc[per_replicate["method"] == "dpsgd", "variant"])
     summary = pd.read_csv(run / "results/tables/summary.csv").set_index(
-        ["method", "density", "attack"]
+        ["method", "variant", "density", "attack"]
     )
     for row in per_replicate[per_replicate["metric"] == "auc"].itertuples():
-        own = summary.loc[(row.method, row.density, row.attack), "auc"]
-        baseline = summary.loc[(row.baseline, row.density, row.attack), "auc"]
+        own = summary.loc[(row.method, row.variant, row.density, row.attack), "auc"]
+        baseline = summary.loc[(row.baseline, "default", row.density, row.attack), "auc"]
         assert row.difference == pytest.approx(own - baseline, abs=1e-12)
         assert row.ci_low <= row.difference <= row.ci_high
 
@@ -205,6 +212,30 @@ def test_ablation_variants_change_only_their_setting(run):
         assert group.loc[group["selected"], "val_acc"].iloc[0] == group["val_acc"].max()
 
 
+def test_a_curve_point_is_a_model_of_its_method_on_the_frontier(run):
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    point = summary[summary["variant"] == CURVE_VARIANT]
+    assert set(point["method"]) == {"dpsgd"} and set(point["density"]) == set(DENSITIES)
+    for density in DENSITIES:  # its own model, trained with its setting, and references
+        root = run / f"results/digits/split0/curve/dpsgd/{CURVE_VARIANT}/density{density}"
+        assert (root / "seed0/attacks.csv").stat().st_size > 0
+        recipe = run / f"results/digits/split0/references/curve/dpsgd/{CURVE_VARIANT}"
+        assert (recipe / f"density{density}/references.csv").stat().st_size > 0
+    paper = pd.read_csv(run / "results/tables/paper_table.csv")
+    assert CURVE_VARIANT in set(paper.loc[paper["method"] == "dpsgd", "variant"])
+    frontier = pd.read_csv(run / "results/tables/frontier.csv", keep_default_na=False)
+    n_points = len(point.drop_duplicates(["variant", "density"])) + len(
+        summary.drop_duplicates(["method", "density"])
+    )
+    # every point at its density (dense in each) for AUC and TPR at 1 % FPR
+    assert len(frontier) == 2 * (n_points + (len(DENSITIES) - 1))
+    assert set(frontier["attack"]) == {"rmia"}  # the tiny config's tradeoff_attack
+    assert frontier["pareto"].astype(str).isin(["True", "False"]).all()
+    methods = set(summary["method"])
+    for names in frontier["dominated_by"]:
+        assert set(names.split()) <= methods
+
+
 def test_report_has_every_figure_and_table_with_its_caption(run):
     result = snakemake(run, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,19 +246,29 @@ def test_report_has_every_figure_and_table_with_its_caption(run):
             assert first_words in report, caption.name
 
 
-def dry_run_methods(workdir: Path, tmp_path: Path, **changes) -> set[str]:
-    """The `method` wildcards of the jobs a dry run with the tiny config, changed, would run."""
+def dry_run(workdir: Path, tmp_path: Path, **changes) -> str:
+    """What a dry run with the tiny config, changed, says it would run (a mapping adds to the
+    section's keys; an empty one empties it)."""
     config = yaml.safe_load(TINY.read_text())
     for section, values in changes.items():
-        config[section] = values if not isinstance(values, dict) else config[section] | values
+        merge = isinstance(values, dict) and values
+        config[section] = config[section] | values if merge else values
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(config))
-    command = snakemake_command(workdir, [path], "--cores", "1", "--dry-run")
+    command = snakemake_command(workdir, [path], "--cores", "1", "--dry-run", "--printshellcmds")
     result = subprocess.run(
         command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_STEP_S
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return set(re.findall(r"method=([^,\s]+)", result.stdout))
+    return result.stdout
+
+
+WILDCARDS = re.compile(r"wildcards: ([^\n]*)")
+
+
+def dry_run_methods(workdir: Path, tmp_path: Path, **changes) -> set[str]:
+    """The `method` wildcards of the jobs a dry run with the tiny config, changed, would run."""
+    return set(re.findall(r"method=([^,\s]+)", dry_run(workdir, tmp_path, **changes)))
 
 
 def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
@@ -239,5 +280,35 @@ def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
 
 
 def test_ablations_run_only_with_safecompress(tmp_path):
-    planned = dry_run_methods(tmp_path, tmp_path, methods=["dst"])
+    planned = dry_run_methods(tmp_path, tmp_path, methods=["dst"], curves={})
     assert planned == {"dense", "dst"}
+
+
+def test_curve_points_run_at_every_density_and_replicate_with_their_references(tmp_path):
+    curves = {
+        "dpsgd": {"dpsgd.noise_multiplier": [0.02, 0.3]},
+        "advreg": {"adversarial.weight": [0.3]},
+    }
+    planned = dry_run(
+        tmp_path,
+        tmp_path,
+        densities=[0.1, 0.05],
+        seeds=[0, 1],
+        methods=["dst", "dpsgd", "advreg"],
+        curves=curves,
+    )
+    blocks = [block.partition(":") for block in planned.split("\nrule ")[1:]]
+    jobs = {(name, found.group(1)) for name, _, rest in blocks if (found := WILDCARDS.search(rest))}
+    wildcards = {"compress": "seed", "attack": "seed", "train_references": "density"}
+    for point in ("dpsgd/noise_multiplier_0.02", "dpsgd/noise_multiplier_0.3", "advreg/weight_0.3"):
+        for density in (0.1, 0.05):
+            for rule in wildcards:
+                mine = {
+                    found
+                    for name, found in jobs
+                    if name == rule and f"method=curve/{point}, density={density}" in found
+                }
+                assert len(mine) == (2 if wildcards[rule] == "seed" else 1), (rule, point, density)
+    assert "--method dpsgd --variant noise_multiplier_0.02" in planned
+    assert '--dpsgd \'{"max_grad_norm": 1.0, "noise_multiplier": 0.02}\'' in planned
+    assert '"weight": 0.3' in planned and "--variant weight_0.3" in planned

@@ -45,7 +45,7 @@ rule train_references:
             "benchmarks/train_references/{dataset}_split{split}_{method}_density{density}.tsv"
         )
     wildcard_constraints:
-        method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+        method=COMPRESSED,
     priority: 1
     conda:
         ENV
@@ -146,6 +146,30 @@ rule summarize:
         "python -m safecompress.steps.summarize --inputs {input} --summary {output.summary}"
         " --paper-table {output.paper} --markdown {output.markdown} --paired {output.paired}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
+
+
+rule frontier:
+    """The frontier as a table: every model point per density, its Pareto status and which
+    methods' points dominate it (under the trade-off attack, as figures/tradeoff)."""
+    input:
+        results("tables/paper_table.csv"),
+    output:
+        report(
+            results("tables/frontier.csv"),
+            caption="../report/frontier.rst",
+            category="Tables",
+        ),
+    log:
+        results("logs/frontier.log"),
+    conda:
+        ENV
+    resources:
+        **RESOURCES,
+    params:
+        attack=config["evaluation"]["tradeoff_attack"],
+    shell:
+        "python -m safecompress.steps.frontier --paper-table {input} --attack {params.attack}"
+        " --out {output} > {log} 2>&1"
 
 
 rule summarize_ablation:

@@ -1,6 +1,7 @@
 # Shared by all rules: config validation, output paths, the experiment grid, what each job reads.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,16 +15,23 @@ sys.path.insert(0, PACKAGE_ROOT)
 # (Set here, not required from the user, so no `envvars:` assertion applies.)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
 from safecompress.config import specs
+from safecompress.config.curves import curve_lines, curve_points
 from safecompress.config.methods import METHOD_SECTIONS, REGISTRY
 from safecompress.config.settings import ConfigError, check_config, for_dataset
 
 try:
     check_config(config)
+    # Curve points (config `curves`) by method wildcard: one more model of their method each.
+    CURVES = {point.wildcard: point for point in curve_points(config)}
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 ENV = "../../envs/safecompress.yaml"
 METHODS = config["methods"]
+# Ablations are SafeCompress variants stored as method "ablation/<sweep>_<value>".
+ABLATION = "ablation/"
+# The method wildcard of every compressed model: a method, an ablation variant, a curve point.
+COMPRESSED = "|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+", *map(re.escape, CURVES)])
 # Rule resources, declared once: training jobs take the configured threads and GPUs.
 RESOURCES = {
     "mem_mb": config["resources"]["mem_mb"],
@@ -65,9 +73,12 @@ def model_dir(dataset, split, method, density, seed):
 
 
 def all_models():
-    """(method, density) of every target model of each data set and replicate, dense first."""
+    """(method, density) of every target model of each data set and replicate, dense first,
+    the curve points (their method wildcards) after the methods."""
     return [("dense", 1.0)] + [
-        (method, density) for method in METHODS for density in config["densities"]
+        (method, density)
+        for method in [*METHODS, *CURVES]
+        for density in config["densities"]
     ]
 
 
@@ -78,10 +89,6 @@ def attack_tables(wildcards=None):
         for method, density in all_models()
         for split, seed in replicates()
     ]
-
-
-# Ablations are SafeCompress variants stored as method "ablation/<sweep>_<value>".
-ABLATION = "ablation/"
 
 
 def ablation_variants():
@@ -133,9 +140,12 @@ def ablation_baseline_tables(wildcards=None):
 
 
 def compressor(method):
-    """(method, variant) that the compress step runs for a method wildcard: an ablation
-    variant is SafeCompress, with adversarial training when it sets `adversarial` keys.
+    """(method, variant) that the compress step runs for a method wildcard: a curve point is
+    its method; an ablation variant is SafeCompress, with adversarial training when it sets
+    `adversarial` keys.
     """
+    if method in CURVES:
+        return CURVES[method].method, CURVES[method].variant
     if method.startswith(ABLATION):
         variant = method.removeprefix(ABLATION)
         sweep, _, value = variant.partition("_")
@@ -167,10 +177,15 @@ def variant_sections(variant):
 
 def method_sections(method):
     """`--sparse` / `--safecompress` arguments: only the keys this method reads (its record in
-    safecompress.config.methods), the sections changed as an ablation variant says.
+    safecompress.config.methods), the sections changed as a curve point or an ablation
+    variant says.
     """
     name, variant = compressor(method)
-    given = variant_sections(variant)
+    given = (
+        CURVES[method].sections(config)
+        if method in CURVES
+        else variant_sections(variant)
+    )
     return " ".join(
         f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
         for key, spec in REGISTRY[name].sections.items()
@@ -274,6 +289,7 @@ TABLES = [
     ("paper_table", "csv"),
     ("paper_table", "md"),
     ("paired", "csv"),
+    ("frontier", "csv"),
 ]
 SUMMARY_FIGURES = [
     "accuracy_vs_density",

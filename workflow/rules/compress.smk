@@ -22,7 +22,7 @@ rule compress:
             "benchmarks/compress/{dataset}_split{split}_{method}_density{density}_seed{seed}.tsv"
         )
     wildcard_constraints:
-        method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+        method=COMPRESSED,
     # before the attack jobs: a long compression job started last would hold up the tables
     priority: 1
     conda:

@@ -49,9 +49,10 @@ rule figure_tradeoff:
         ablation=lambda w, input: (
             f"--ablation {input.ablation}" if input.ablation else ""
         ),
+        curves=as_json(curve_lines(list(CURVES.values()), config)),
     shell:
         "python -m safecompress.steps.figures tradeoff --paper-table {input.table} --attack {params.attack}"
-        " {params.ablation} --out {output.png} > {log} 2>&1"
+        " {params.ablation} --curves {params.curves:q} --out {output.png} > {log} 2>&1"
 
 
 rule figure_training:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
 from typing import Final
@@ -37,6 +37,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+from safecompress.config.curves import DEFAULT_VARIANT
 from safecompress.config.methods import STYLES, Style
 from safecompress.config.settings import STRONGEST_ATTACK
 from safecompress.io import atomic_path
@@ -44,6 +45,7 @@ from safecompress.reporting.tables import (
     PAPER_TABLE_COLUMNS,
     ROC_COLUMNS,
     ROC_TPR_METRIC,
+    pareto_front,
     require_columns,
 )
 
@@ -163,12 +165,15 @@ def method_styles(methods: Iterable[str]) -> dict[str, Style]:
     return {name: METHOD_STYLE.get(name) or Style(name, *next(spare)) for name in names}
 
 
-def _paper_rows(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """The paper table's rows of `metrics` (the default variant of each method), checked."""
+def _paper_rows(table: pd.DataFrame, metrics: Sequence[str], curves: bool = False) -> pd.DataFrame:
+    """The paper table's rows of `metrics`, checked: the default variant of each method, and
+    with `curves` its curve points too."""
     require_columns(table, PAPER_TABLE_COLUMNS)
     rows = table[table["metric"].isin(metrics)]
-    if "variant" in rows.columns:
-        rows = rows[rows["variant"] == "default"]
+    if "variant" not in rows.columns:
+        rows = rows.assign(variant=DEFAULT_VARIANT)
+    if not curves:
+        rows = rows[rows["variant"] == DEFAULT_VARIANT]
     absent = [metric for metric in metrics if not (rows["metric"] == metric).any()]
     if absent:
         found = ", ".join(map(str, pd.unique(table["metric"])))
@@ -177,11 +182,13 @@ def _paper_rows(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def _metric(rows: pd.DataFrame, metric: str, scale: float = 1.0) -> pd.DataFrame:
-    """One metric's mean and interval per method and density, scaled (e.g. to percent)."""
+    """One metric's mean and interval per method, variant and density, scaled (e.g. to
+    percent)."""
+    model = ["method", "variant", "density"]
     mine = rows[rows["metric"] == metric]
-    mine = mine.drop_duplicates(["dataset", "method", "density"])  # task_acc repeats per attack
+    mine = mine.drop_duplicates(["dataset", *model])  # task_acc repeats per attack
     values = mine[["mean", "ci_low", "ci_high"]].astype(float) * scale
-    return pd.concat([mine[["method", "density"]], values], axis=1).reset_index(drop=True)
+    return pd.concat([mine[model], values], axis=1).reset_index(drop=True)
 
 
 def _attacks_in(rows: pd.DataFrame) -> list[str]:
@@ -198,17 +205,6 @@ def _rows_of_attack(table: pd.DataFrame, attack: str) -> pd.DataFrame:
         known = ", ".join(map(str, pd.unique(table["attack"])))
         raise ValueError(f"no rows for attack {attack!r}; available attacks: {known}")
     return rows
-
-
-def pareto_front(auc: Sequence[float], accuracy: Sequence[float]) -> pd.DataFrame:
-    """Points no other point beats on both axes (lower AUC, higher accuracy), sorted by AUC.
-
-    Points with a NaN coordinate take no part (an unresolvable metric ranks nowhere).
-    """
-    points = pd.DataFrame({"auc": auc, "accuracy": accuracy}).dropna()
-    points = points.sort_values(["auc", "accuracy"], ascending=[True, False])
-    best_before = points["accuracy"].cummax().shift(fill_value=-np.inf)
-    return points[points["accuracy"] > best_before]
 
 
 def _panels(
@@ -410,22 +406,32 @@ BADGE_SIZE: Final = 13.0  # points across a variant's numbered disc (and a littl
 BADGE_RINGS: Final = 6  # rings of places around its point that a crowded disc may move to
 BADGE_TEXT: Final = {"ha": "center", "va": "center", "fontsize": "x-small", "zorder": 6}
 PARETO_RING_AREA: Final = 260.0  # points squared: rings a variant's disc too
+CURVE_NOTE: Final = "lines: a method's settings in order of strength; "
+CURVE_STYLE: Final = {"linewidth": 1.0, "alpha": 0.7, "zorder": 1.5}
 
 
 @mpl.rc_context(STYLE)
-def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = None) -> Figure:
+def tradeoff(
+    table: pd.DataFrame,
+    attack: str,
+    variants: pd.DataFrame | None = None,
+    curves: Mapping[str, Sequence[Sequence[str]]] | None = None,
+) -> Figure:
     """The safety-accuracy frontier: task accuracy vs the `attack`'s AUC (left) and TPR at 1%
     FPR, and where the table has them its worst-case AUC and TPR at 1% FPR on the canaries
-    (right), one row of panels per data set and density, one marker per method (the
-    dense model in every row) with 95 % intervals on both axes; the Pareto set (lower leakage,
-    higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's strongest
-    attack by AUC. `variants`, the seed statistics of the ablation (same form as the paper
-    table), adds each SafeCompress variant to its density's panels as a numbered marker,
-    named in a key beside the panels; they take part in the Pareto set."""
+    (right), one row of panels per data set and density, one marker per method and setting
+    (the dense model in every row) with 95 % intervals on both axes; the Pareto set (lower
+    leakage, higher accuracy) is ringed and joined. `attack` may be `strongest`: each model's
+    strongest attack by AUC. The paper table's curve points (variants other than `default`)
+    are drawn in their method's style; `curves` (`config.curves.curve_lines`: per method,
+    lines of variants in order of strength) joins them into lines. `variants`, the seed
+    statistics of the ablation (same form as the paper table), adds each SafeCompress variant
+    to its density's panels as a numbered marker, named in a key beside the panels; they take
+    part in the Pareto set."""
     present = set(table.get("metric", ()))
     panels = [*TRADEOFF_AXES, *(axis for axis in WORST_CASE_AXES if axis[0] in present)]
     metrics = ["task_acc", *(metric for metric, _ in panels)]
-    rows = _paper_rows(_rows_of_attack(table, attack), metrics)
+    rows = _paper_rows(_rows_of_attack(table, attack), metrics, curves=True)
     numbers: dict[str, int] = {}
     if variants is not None:
         require_columns(variants, [*PAPER_TABLE_COLUMNS, "variant"])
@@ -451,9 +457,10 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
         for column, (metric, label) in enumerate(panels):
             axes = axes_grid[row, column]
             points = _metric(mine, metric).merge(
-                accuracy, on=["method", "density"], suffixes=("_x", "_y")
+                accuracy, on=["method", "variant", "density"], suffixes=("_x", "_y")
             )
             badges[axes] = _plot_tradeoff_points(axes, points, styles, numbers)
+            _join_curves(axes, points, styles, curves or {})
             front = pareto_front(points["mean_x"], points["mean_y"])
             axes.step(front["auc"], front["accuracy"], where="post", color="0.4", zorder=1)
             axes.scatter(
@@ -474,9 +481,10 @@ def tradeoff(table: pd.DataFrame, attack: str, variants: pd.DataFrame | None = N
                 ylabel=ACCURACY_LABEL if column == 0 else None,
             )
     variant_note = "numbered: SafeCompress ablation variants; " if numbers else ""
+    curve_note = CURVE_NOTE if curves else ""
     figure.suptitle(
         f"Accuracy vs. membership leakage, {named}\n"
-        f"(up-left is better; {variant_note}{INTERVAL_NOTE})"
+        f"(up-left is better; {curve_note}{variant_note}{INTERVAL_NOTE})"
     )
     _legend_below(figure)
     if numbers:
@@ -611,6 +619,24 @@ def _plot_tradeoff_points(
         _interval_bars(axes, x, y, mine["ci_low_x"], mine["ci_high_x"], style.color, False)
         _interval_bars(axes, x, y, mine["ci_low_y"], mine["ci_high_y"], style.color, True)
     return badges
+
+
+def _join_curves(
+    axes: Axes,
+    points: pd.DataFrame,
+    styles: dict[str, Style],
+    curves: Mapping[str, Sequence[Sequence[str]]],
+) -> None:
+    """Each curve of `curves` as a line in its method's colour through its points, in the
+    given order (strength); a point missing or with NaN leakage is left out of the line."""
+    for method, lines in curves.items():
+        mine = points[points["method"] == method].set_index("variant")
+        for line in lines:
+            shown = mine.reindex(line).dropna(subset=["mean_x", "mean_y"])
+            if len(shown) > 1:
+                axes.plot(
+                    shown["mean_x"], shown["mean_y"], color=styles[method].color, **CURVE_STYLE
+                )
 
 
 @mpl.rc_context(STYLE)

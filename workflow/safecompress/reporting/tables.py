@@ -10,6 +10,9 @@ replicate statistics (the paper table): per dataset x method x variant x density
           strongest attack.
 Markdown: the paper table as one table per data set, "mean [low, high]" in %.
 paired:   every model against a baseline method's model on the same samples.
+frontier: per data set, density and leakage metric, every model point (each method's default
+          and its curve points) with its means and intervals over replicates, whether it is
+          on the Pareto set and which other methods' points dominate it.
 ROC:      every model's ROC and pointwise bootstrap band, per attack.
 
 Every function takes and returns pandas tables; reading and writing files is the steps' part,
@@ -83,6 +86,26 @@ MARKDOWN_METRICS = (
     ("tpr_at_1pct_fpr", "TPR@1%FPR"),
     ("worst_case_auc", "canary AUC"),
     ("worst_case_tpr_at_1pct_fpr", "canary TPR@1%FPR"),
+)
+# The leakage axes of the frontier (frontier.csv and figures/tradeoff), against task accuracy.
+FRONTIER_LEAKAGE = ("auc", "tpr_at_1pct_fpr")
+FRONTIER_COLUMNS = (
+    "dataset",
+    "density",
+    "leakage_metric",
+    "attack",
+    "method",
+    "variant",
+    "task_acc",
+    "task_acc_ci_low",
+    "task_acc_ci_high",
+    "leakage",
+    "leakage_ci_low",
+    "leakage_ci_high",
+    "n_replicates",
+    "pareto",
+    "dominated_by",
+    "method_on_pareto",
 )
 # The low-FPR number that the ROC table gives each model besides its AUC.
 ROC_TPR_METRIC = "tpr_at_1pct_fpr"
@@ -168,21 +191,20 @@ def replicate_statistics(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_tables(stats: pd.DataFrame) -> str:
-    """Per data set: rows method x density; columns task accuracy, then AUC and TPR@1%FPR per
-    attack (and on the canaries, where there are any); cells "mean [low, high]" in percent,
-    the strongest attack of a row in bold."""
+    """Per data set: rows method x variant x density; columns task accuracy, then AUC and
+    TPR@1%FPR per attack (and on the canaries, where there are any); cells "mean [low,
+    high]" in percent, the strongest attack of a row in bold."""
     lines = []
+    index = ["method", "variant", "density"]
     for dataset, rows in stats.groupby("dataset", sort=False):
         cell = rows.assign(text=[_cell(row) for row in rows.itertuples(index=False)])
-        accuracy = cell[cell["metric"] == "task_acc"].drop_duplicates(["method", "density"])
-        table = accuracy.set_index(["method", "density"])[["text"]].rename(
-            columns={"text": "task acc (%)"}
-        )
+        accuracy = cell[cell["metric"] == "task_acc"].drop_duplicates(index)
+        table = accuracy.set_index(index)[["text"]].rename(columns={"text": "task acc (%)"})
         for metric, label in MARKDOWN_METRICS:
             if metric not in set(cell["metric"]):
                 continue
             wide = cell[cell["metric"] == metric].pivot(
-                index=["method", "density"], columns="attack", values="text"
+                index=index, columns="attack", values="text"
             )
             table = table.join(wide.rename(columns=lambda a, lab=label: f"{a} {lab} (%)"))
         n = int(rows["n_replicates"].max())
@@ -208,6 +230,94 @@ def _markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def pareto_front(auc: Sequence[float], accuracy: Sequence[float]) -> pd.DataFrame:
+    """Points no other point beats on both axes (lower AUC, higher accuracy), sorted by AUC.
+
+    Points with a NaN coordinate take no part (an unresolvable metric ranks nowhere).
+    """
+    points = pd.DataFrame({"auc": auc, "accuracy": accuracy}).dropna()
+    points = points.sort_values(["auc", "accuracy"], ascending=[True, False])
+    best_before = points["accuracy"].cummax().shift(fill_value=-np.inf)
+    return points[points["accuracy"] > best_before]
+
+
+def frontier_table(stats: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """The safety-accuracy frontier of the paper table `stats` (`replicate_statistics`) under
+    `attack` (or `strongest`), as figures/tradeoff draws it: per data set, compressed density
+    and FRONTIER_LEAKAGE metric, every model point there (each method's default variant and
+    curve points; the dense model in every density's set) with task accuracy and leakage
+    (means and 95 % intervals over replicates), `pareto` (on the Pareto set: no point has
+    higher accuracy and lower leakage), `dominated_by` (the other methods, space-separated,
+    with a point at least as accurate and as safe and better in one: empty, none) and
+    `method_on_pareto` (some point of the method is on the Pareto set). Means decide; the
+    intervals say how sure each side is."""
+    require_columns(stats, [*PAPER_TABLE_COLUMNS, "variant", "n_replicates"])
+    rows = stats[
+        (stats["attack"] == attack) & stats["metric"].isin(["task_acc", *FRONTIER_LEAKAGE])
+    ]
+    if rows.empty:
+        known = ", ".join(map(str, pd.unique(stats["attack"])))
+        raise ValueError(f"no rows for attack {attack!r}; available attacks: {known}")
+    model = ["dataset", "method", "variant", "density"]
+    wide = rows.pivot(
+        index=model, columns="metric", values=["mean", "ci_low", "ci_high", "n_replicates"]
+    )
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    cells = []
+    for dataset, points in wide.groupby(level="dataset", sort=False):
+        points = points.reset_index()
+        densities = sorted(set(points.loc[points["method"] != "dense", "density"]), reverse=True)
+        for density in densities or [1.0]:
+            mine = points[(points["density"] == density) | (points["method"] == "dense")]
+            mine = mine.sort_values(
+                ["method", "variant"], key=lambda c: c.map(order) if c.name == "method" else c
+            )
+            for leakage in FRONTIER_LEAKAGE:
+                cells.append(_frontier_cell(mine, dataset, density, leakage, attack))
+    return pd.concat(cells, ignore_index=True)[list(FRONTIER_COLUMNS)]
+
+
+def _frontier_cell(
+    points: pd.DataFrame, dataset: str, density: float, leakage: str, attack: str
+) -> pd.DataFrame:
+    """The frontier rows of one data set, density and leakage metric (`points`: one row per
+    model, mean / ci_low / ci_high / n_replicates per metric as two-level columns)."""
+    accuracy = points[("mean", "task_acc")].to_numpy(float)
+    leak = points[("mean", leakage)].to_numpy(float)
+    methods = points["method"].to_numpy()
+    # beats[i, j]: point i is at least as accurate and as safe as point j, and better in one
+    beats = (
+        (accuracy[:, None] >= accuracy)
+        & (leak[:, None] <= leak)
+        & ((accuracy[:, None] > accuracy) | (leak[:, None] < leak))
+    )
+    front = pareto_front(leak, accuracy).index
+    table = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "density": density,
+            "leakage_metric": leakage,
+            "attack": attack,
+            "method": methods,
+            "variant": points["variant"].to_numpy(),
+            "task_acc": accuracy,
+            "task_acc_ci_low": points[("ci_low", "task_acc")].to_numpy(float),
+            "task_acc_ci_high": points[("ci_high", "task_acc")].to_numpy(float),
+            "leakage": leak,
+            "leakage_ci_low": points[("ci_low", leakage)].to_numpy(float),
+            "leakage_ci_high": points[("ci_high", leakage)].to_numpy(float),
+            "n_replicates": points[("n_replicates", "task_acc")].to_numpy(int),
+            "pareto": np.isin(np.arange(len(points)), front),
+            "dominated_by": [
+                " ".join(dict.fromkeys(methods[beats[:, j] & (methods != methods[j])]))
+                for j in range(len(points))
+            ],
+        }
+    )
+    table["method_on_pareto"] = table.groupby("method")["pareto"].transform("any")
+    return table
 
 
 def scored_models(summary: pd.DataFrame) -> list[ScoredModel]:

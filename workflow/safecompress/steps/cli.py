@@ -35,7 +35,7 @@ def parser(module: str, description: str) -> argparse.ArgumentParser:
     )
 
 
-def _json(text: str) -> Any:
+def json_argument(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -63,7 +63,7 @@ def add_sections(p: argparse.ArgumentParser, *sections: str) -> None:
     for name in sections:
         p.add_argument(
             f"--{name}",
-            type=_json,
+            type=json_argument,
             metavar="JSON",
             help=f"the config's `{name}` section as JSON (replaces the file's); "
             "the keys this step reads are enough",

@@ -5,7 +5,9 @@
     python -m safecompress.steps.figures attack --paper-table results/tables/paper_table.csv \\
         --metric auc --out results/figures/attack_auc.png
     python -m safecompress.steps.figures tradeoff --paper-table results/tables/paper_table.csv \\
-        --attack strongest --ablation results/tables/ablation.csv --out results/figures/tradeoff.png
+        --attack strongest --ablation results/tables/ablation.csv \\
+        --curves '{"dpsgd": [["noise_multiplier_0.02", "default"]]}' \\
+        --out results/figures/tradeoff.png
     python -m safecompress.steps.figures training --history DENSE/history.csv SAFE/history.csv \\
         --label "dense d=1.0" "safecompress d=0.1" --out results/figures/training.png
     python -m safecompress.steps.figures roc --scores DENSE/scores.csv SAFE/scores.csv \\
@@ -143,7 +145,7 @@ def _ablation_statistics(path: Path) -> pd.DataFrame:
 
 def draw_tradeoff(args: argparse.Namespace) -> Figure:
     variants = None if args.ablation is None else _ablation_statistics(args.ablation)
-    return _from_table(args.paper_table, figures.tradeoff, args.attack, variants)
+    return _from_table(args.paper_table, figures.tradeoff, args.attack, variants, args.curves)
 
 
 def draw_training(args: argparse.Namespace) -> Figure:
@@ -228,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ablation",
         type=Path,
         help="ablation.csv: draw every SafeCompress variant at its density as well",
+    )
+    tradeoff.add_argument(
+        "--curves",
+        type=cli.json_argument,
+        help="the lines joining curve points, per method in order of strength (JSON, e.g. "
+        '\'{"dpsgd": [["noise_multiplier_0.02", "default"]]}\')',
     )
 
     training = figure("training", draw_training, "loss and accuracy per epoch, per model")
