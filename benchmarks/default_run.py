@@ -1,10 +1,10 @@
-"""Time the whole default workflow from an empty results directory (target: <= 180 s, 2 cores).
+"""Time the whole default workflow from an empty results directory (target: <= 240 s, 2 cores).
 
     python benchmarks/default_run.py [--cores 2] [--keep]
 
 Runs `snakemake --cores N` with `results` pointed at benchmarks/results/default_run (so a
-user's own results/ is untouched), then prints the wall time and the time of every job kind
-from the workflow's own benchmark files.
+user's own results/ is untouched), then prints the wall time and the wall and CPU time of
+every job kind from the workflow's own benchmark files.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET_SECONDS = 180
+TARGET_SECONDS = 240
 
 
 def main() -> None:
@@ -48,7 +48,17 @@ def main() -> None:
         pd.read_csv(path, sep="\t").assign(rule=path.relative_to(benchmarks).parts[0])
         for path in sorted(benchmarks.rglob("*.tsv"))
     ]
-    per_rule = pd.concat(rows).groupby("rule")["s"].agg(jobs="count", total_s="sum", mean_s="mean")
+    # CPU seconds too: on a shared machine they grow less with the load than wall seconds
+    per_rule = (
+        pd.concat(rows)
+        .groupby("rule")
+        .agg(
+            jobs=("s", "count"),
+            total_s=("s", "sum"),
+            mean_s=("s", "mean"),
+            cpu_s=("cpu_time", "sum"),
+        )
+    )
     print(f"cpu cores: {os.cpu_count()}, snakemake --cores {args.cores}")
     print(per_rule.round(1).to_string())
     verdict = "within" if wall <= TARGET_SECONDS else "OVER"

@@ -1,10 +1,14 @@
 """The split: disjoint, sized as configured, reproducible, refused when broken."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FRACTIONS
+from helpers import FRACTIONS, HUNG_STEP_S, REPO
 from safecompress.data.sources import load_pool
 from safecompress.data.splits import (
     SPLIT_SETS,
@@ -23,6 +27,24 @@ def test_digits_pool_is_the_real_bundled_data():
     assert pool.n_classes == 10
     assert pool.x.min() >= 0.0 and pool.x.max() <= 1.0
     assert np.bincount(pool.y).min() > 170  # every digit is present
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    pool = load_pool({"source": "sklearn", "name": "digits"})
+    digits = load_digits()
+    np.testing.assert_array_equal(pool.x[:, 0], (digits.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(pool.y, digits.target)
+    assert pool.y.dtype == np.int64
+    # in a fresh process: the import (with scipy) costs every training job a second
+    code = (
+        "import sys; from safecompress.data.sources import load_pool; "
+        "load_pool({'source': 'sklearn', 'name': 'digits'}); "
+        "assert 'sklearn' not in sys.modules and 'scipy' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=HUNG_STEP_S)
 
 
 def test_split_sets_are_disjoint_and_sized():

@@ -203,7 +203,7 @@ def test_a_saved_adversary_scores_exactly_as_the_fitted_one(attack, tmp_path):
 
 
 def test_a_missing_or_damaged_adversary_file_is_one_clear_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="rerun rule fit_attacker"):
+    with pytest.raises(FileNotFoundError, match="rerun the rule that fits it"):
         learned.load_adversary(tmp_path / "absent.safetensors")
     path = tmp_path / "nasr.safetensors"
     learned.save_adversary(learned.NasrAdversary(N_CLASSES), path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from helpers import FRACTIONS
 from safecompress.data.splits import (
@@ -18,7 +19,10 @@ from safecompress.data.splits import (
     stand_in_split,
 )
 from safecompress.io import read_csv, write_csv
+from safecompress.privacy.attacks import NETWORK_ATTACKS
+from safecompress.privacy.attacks.learned import load_adversary
 from safecompress.steps import references
+from safecompress.steps.fit_attackers import fit_adversaries
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".test" / "config" / "config.yaml"
@@ -61,7 +65,7 @@ def test_stand_ins_differ_between_references():
     assert set(first) != set(second)
 
 
-def run_references(tmp_path, out, shadows=2):
+def run_references(tmp_path, out, shadows=2, attackers=()):
     split = tmp_path / "split.csv"
     if not split.exists():
         write_csv(make_split(1797, FRACTIONS, 0), split)
@@ -81,6 +85,8 @@ def run_references(tmp_path, out, shadows=2):
             *(str(tmp_path / "shadow" / str(k)) for k in range(shadows)),
             "--out-dir",
             str(out),
+            "--attackers",
+            *attackers,
         ]
     )
     return read_csv(out / "references.csv")
@@ -89,7 +95,7 @@ def run_references(tmp_path, out, shadows=2):
 @pytest.mark.slow
 def test_a_recipes_references_are_trained_like_it_and_written_as_shadows(tmp_path):
     out = tmp_path / "references" / "dst" / "density0.2"
-    table = run_references(tmp_path, out)
+    table = run_references(tmp_path, out, attackers=NETWORK_ATTACKS)
     assert table["k"].tolist() == [0, 1]
     assert (table["density_measured"] < 0.25).all()  # sparse, as the recipe's targets
     split = read_csv(tmp_path / "split.csv")
@@ -103,6 +109,16 @@ def test_a_recipes_references_are_trained_like_it_and_written_as_shadows(tmp_pat
         assert sorted(queries["index"]) == sorted(queried)
         assert np.load(out / f"k{k}" / "features.npy").shape[0] == len(signals)
         assert not (out / f"k{k}" / "checkpoint.pt").exists()
+    # the recipe's attackers: fitted on its references with the fixed seed, before the table
+    directories = [out / "k0", out / "k1"]
+    fitted = fit_adversaries(directories, NETWORK_ATTACKS, references.ATTACKER_SEED)
+    for attack, expected in fitted.items():
+        path = out / "attackers" / f"{attack}.safetensors"
+        assert path.stat().st_mtime_ns <= (out / "references.csv").stat().st_mtime_ns
+        kind, saved = load_adversary(path)
+        assert kind == attack
+        for name, tensor in expected.state_dict().items():
+            assert torch.equal(saved.state_dict()[name], tensor), name
 
 
 @pytest.mark.slow

@@ -312,3 +312,32 @@ def test_curve_points_run_at_every_density_and_replicate_with_their_references(t
     assert "--method dpsgd --variant noise_multiplier_0.02" in planned
     assert '--dpsgd \'{"max_grad_norm": 1.0, "noise_multiplier": 0.02}\'' in planned
     assert '"weight": 0.3' in planned and "--variant weight_0.3" in planned
+
+
+@pytest.mark.parametrize("attacks", [["loss", "nasr", "whitebox", "rmia"], ["loss", "rmia"]])
+def test_matched_targets_are_attacked_with_their_recipes_attackers(tmp_path, attacks):
+    """Under matched references a recipe's attackers come from its train_references job,
+    fitted once; only the dense target's come from fit_attacker (per seed)."""
+    path = tmp_path / "config.yaml"
+    config = yaml.safe_load(TINY.read_text())
+    config["evaluation"]["attacks"] = attacks
+    path.write_text(yaml.safe_dump(config))
+    command = snakemake_command(tmp_path, [path], "--cores", "1", "--dry-run")
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_STEP_S
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", result.stdout, re.MULTILINE)
+    network = [attack for attack in attacks if attack in ("nasr", "whitebox")]
+    recipe = "results/digits/split0/references/dst/density0.05"
+    (dst_attack,) = [body for rule, body in jobs if rule == "attack" and "method=dst," in body]
+    (dst_references,) = [
+        body for rule, body in jobs if rule == "train_references" and "method=dst," in body
+    ]
+    (dense_attack,) = [body for rule, body in jobs if rule == "attack" and "method=dense" in body]
+    for attack in network:
+        attacker = f"{recipe}/attackers/{attack}.safetensors"
+        assert attacker in dst_attack and attacker in dst_references
+        assert f"results/digits/split0/attackers/seed0/{attack}.safetensors" in dense_attack
+    fits = [body for rule, body in jobs if rule == "fit_attacker"]
+    assert len(fits) == len(network)  # the dense target's, one per network attack

@@ -1,6 +1,7 @@
 rule fit_attacker:
     """A network attack's attacker (nasr, whitebox), fitted on the shadow models once per data
-    set and seed: it depends on nothing else, and every target of that seed reuses it.
+    set and seed: it depends on nothing else, and every target of that seed attacked with the
+    shadow models (all of them under dense references, else the dense targets) reuses it.
     """
     input:
         shadow=shadow_files,
@@ -27,14 +28,18 @@ rule fit_attacker:
 
 rule train_references:
     """The K reference models of one recipe (method x density x variant), trained by that
-    recipe on the attacker's K draws of its pool, in one job: what the recipe's targets are
-    attacked with under `evaluation.references: matched`."""
+    recipe on the attacker's K draws of its pool, in one job, and the network attacks'
+    attackers fitted on them once: what the recipe's targets (every seed) are attacked with
+    under `evaluation.references: matched`."""
     input:
         split=results("{dataset}/split{split}/split.csv"),
         teachers=shadow_models,
     output:
-        results(
+        table=results(
             "{dataset}/split{split}/references/{method}/density{density}/references.csv"
+        ),
+        attackers=recipe_attackers(
+            results("{dataset}/split{split}/references/{method}/density{density}")
         ),
     log:
         results(
@@ -58,11 +63,13 @@ rule train_references:
         sections=lambda w: method_sections(w.method),
         method=lambda w: compressor(w.method)[0],
         variant=lambda w: compressor(w.method)[1],
+        attackers=network_attacks(),
     shell:
         "python -m safecompress.steps.references --dataset {wildcards.dataset}"
         " --split {input.split} --method {params.method} --variant {params.variant}"
         " --density {wildcards.density} --shadows {params.shadows}"
-        " --out-dir $(dirname {output}) --data {params.config[data]:q}"
+        " --attackers {params.attackers}"
+        " --out-dir $(dirname {output.table}) --data {params.config[data]:q}"
         " --model {params.config[model]:q} --train {params.config[train]:q}"
         " {params.sections} > {log} 2>&1"
 

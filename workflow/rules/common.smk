@@ -250,19 +250,28 @@ def reference_files(wildcards):
     return f"{recipe_dir(wildcards)}/references.csv"
 
 
+def network_attacks():
+    """The configured attacks that fit an attacker network (nasr, whitebox)."""
+    return [a for a in config["evaluation"]["attacks"] if a in specs.NETWORK_ATTACKS]
+
+
+def recipe_attackers(recipe):
+    """The attackers of the configured network attacks, fitted on a recipe's references."""
+    return [f"{recipe}/attackers/{attack}.safetensors" for attack in network_attacks()]
+
+
 def adversary_files(wildcards):
-    """The fitted attacker of every configured network attack, for this data set and seed
-    (fitted in the attack job itself on matched references: they are the target's own).
+    """The fitted attacker of every configured network attack: the recipe's own, fitted on
+    its references (matched), else the data set's for this seed, fitted on the shadow models.
     """
     if matched(wildcards):
-        return []
+        return recipe_attackers(recipe_dir(wildcards))
     w = wildcards
     return [
         results(
             f"{w.dataset}/split{w.split}/attackers/seed{w.seed}/{attack}.safetensors"
         )
-        for attack in config["evaluation"]["attacks"]
-        if attack in specs.NETWORK_ATTACKS
+        for attack in network_attacks()
     ]
 
 

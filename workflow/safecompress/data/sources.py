@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,19 +77,33 @@ def subsample(pool: Pool, n: int) -> Pool:
 
 def _sklearn_pool(name: str) -> Pool:
     """scikit-learn's bundled data sets: real data that ships with the package."""
-    import sklearn.datasets
-
     if name not in SKLEARN_DATASETS:
         raise ValueError(f"unknown sklearn data set {name!r}; use one of {SKLEARN_DATASETS}")
-    bunch = getattr(sklearn.datasets, f"load_{name}")()
-    y = bunch.target.astype(np.int64)
     if name == "digits":
+        images, y = _digits()
         # 8x8 grey images with values 0..16; keep the image shape for convolutional models.
-        x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+        x = (images / 16.0).astype(np.float32)[:, None, :, :]
     else:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{name}")()
+        y = bunch.target.astype(np.int64)
         data = bunch.data.astype(np.float64)
         x = ((data - data.mean(0)) / (data.std(0) + 1e-12)).astype(np.float32)
     return Pool(x=x, y=y, n_classes=int(y.max()) + 1)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' (n, 8, 8) float64 images and int64 labels, read from the file scikit-learn
+    ships as its `load_digits` reads it, without importing scikit-learn: that import (with
+    scipy) takes longer than the rest of a training job's data loading."""
+    package = importlib.util.find_spec("sklearn")
+    if package is None:
+        raise DataNotFoundError("data set digits ships with scikit-learn; install scikit-learn")
+    path = Path(package.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        table = np.loadtxt(handle, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
 def _image_pool(name: str, root: Path, download: bool) -> Pool:

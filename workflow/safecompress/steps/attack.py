@@ -11,8 +11,9 @@ The evaluated members are the target's `target_train` set (never the defender's 
 members), the evaluated non-members its `target_out` set. The attacker knows its own pool
 and the shadow models trained on it (each shadow directory: signals.csv, features.npy and
 queries.csv, written by steps.train), and queries the target. The network attacks' fitted
-attackers depend on the shadow models alone, so the workflow fits each once per seed
-(steps.fit_attackers) and passes it as --adversaries. Writes signals.csv (per
+attackers depend on the shadow models alone, so the workflow fits each once and passes it as
+--adversaries: once per seed on the dense shadow models (steps.fit_attackers), or once per
+recipe on its references (steps.references, matched references). Writes signals.csv (per
 evaluated sample: set, label, loss, logits), scores.csv (per sample and attack: score and
 prediction) and attacks.csv (one row per attack: task accuracy and every attack metric with
 its 95 % bootstrap interval).
@@ -140,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         type=Path,
-        help="fitted network attackers (steps.fit_attackers, this seed); one not given is "
-        "fitted here on the shadow models",
+        help="fitted network attackers (steps.fit_attackers or steps.references); one not "
+        "given is fitted here on the shadow models, with --seed",
     )
     p.add_argument(
         "--references",

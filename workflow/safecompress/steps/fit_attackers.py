@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
+
 from safecompress.privacy import attacks
 from safecompress.privacy.attacks.learned import save_adversary
 from safecompress.privacy.signals import read_shadows
@@ -29,12 +31,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path, help="fitted attacker (.safetensors)")
     args = p.parse_args(argv)
 
-    needs_features = args.attack == "whitebox"
-    frame, features, _ = read_shadows(args.shadows, needs_features)
+    save_adversary(fit_adversaries(args.shadows, [args.attack], args.seed)[args.attack], args.out)
+    print(f"{args.attack}: fitted on {len(args.shadows)} shadow models -> {args.out}")
+
+
+def fit_adversaries(
+    shadows: Sequence[Path], names: Sequence[str], seed: int
+) -> dict[str, nn.Module]:
+    """The attacker of each named network attack, fitted on the saved signals of the shadow
+    (or reference) models in `shadows`."""
+    frame, features, _ = read_shadows(shadows, "whitebox" in names)
     signals = attacks.read_signals(frame, "shadow", features)
-    adversary = attacks.FIT_ADVERSARY[args.attack](signals, args.seed)
-    save_adversary(adversary, args.out)
-    print(f"{args.attack}: fitted on {len(signals.labels)} shadow samples -> {args.out}")
+    return {name: attacks.FIT_ADVERSARY[name](signals, seed) for name in names}
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ on its own scale (Carlini et al., S&P 2022; Aerni, Zhang, Tramèr, CCS 2024); de
 mis-scale it. Each reference k writes what a shadow model writes (k<k>/signals.csv,
 features.npy, queries.csv); references.csv lists them and is written last. A killed job
 resumes: a finished reference is kept, the one in training restarts from its last epoch.
+
+With --attackers (the configured network attacks: nasr, whitebox), the job then fits each
+one's attacker on the K references, as steps.fit_attackers fits it on the dense shadow
+models, and writes it to attackers/<attack>.safetensors (whole or not at all) before
+references.csv: every target of the recipe, of every seed, is attacked with the same one, so
+it is fitted with one fixed seed (ATTACKER_SEED), not a target's. A rerun fits it again (the
+workflow removes a job's outputs before running it); the fit is deterministic.
 """
 
 from __future__ import annotations
@@ -39,9 +46,12 @@ from safecompress.data.splits import (
     stand_in_split,
 )
 from safecompress.io import atomic_path, config_hash, write_csv
+from safecompress.privacy.attacks import NETWORK_ATTACKS
+from safecompress.privacy.attacks.learned import save_adversary
 from safecompress.privacy.signals import save_reference_signals
 from safecompress.sparse.engine import measured_density
 from safecompress.steps import cli
+from safecompress.steps.fit_attackers import fit_adversaries
 from safecompress.training.checkpoint import Checkpoint
 from safecompress.training.devices import pick_device
 from safecompress.training.loop import seed_everything
@@ -49,6 +59,7 @@ from safecompress.training.provenance import code_revision
 
 log = logging.getLogger(__name__)
 DONE = "reference.json"  # written last in each reference's directory, with its fingerprint
+ATTACKER_SEED = 0  # a recipe's attackers serve the targets of every seed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_recipe(p)
     cli.add_shadows(p)
     p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument(
+        "--attackers",
+        nargs="*",
+        default=[],
+        choices=NETWORK_ATTACKS,
+        help="network attacks whose attacker to fit on the references (attackers/<attack>)",
+    )
     args = p.parse_args(argv)
     recipe = cli.read_recipe(args)
 
@@ -76,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             with atomic_path(done) as path:
                 path.write_text(json.dumps({"fingerprint": fingerprint, **summary}))
         rows.append({"k": k, "directory": str(out), **json.loads(done.read_text())})
+    if args.attackers:
+        directories = [args.out_dir / f"k{k}" for k in range(len(args.shadows))]
+        fitted = fit_adversaries(directories, args.attackers, ATTACKER_SEED)
+        for attack, adversary in fitted.items():
+            save_adversary(adversary, args.out_dir / "attackers" / f"{attack}.safetensors")
+        log.info("attackers %s: fitted on the %d references", ", ".join(fitted), len(rows))
     write_csv(pd.DataFrame(rows).drop(columns="fingerprint"), args.out_dir / "references.csv")
 
 

@@ -429,7 +429,7 @@ def load_adversary(path: str | os.PathLike) -> tuple[str, NasrAdversary | WhiteB
         module = ADVERSARIES[kind](*header["shape"])
         module.load_state_dict(tensors)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: no such adversary; rerun rule fit_attackers") from err
+        raise FileNotFoundError(f"{path}: no such adversary; rerun the rule that fits it") from err
     except (safetensors.SafetensorError, KeyError, TypeError, RuntimeError, ValueError) as err:
         raise ValueError(
             f"{path}: not a readable fitted adversary ({err}); delete it and rerun"
