@@ -94,6 +94,19 @@ def test_summary_has_one_row_per_model_and_attack(run):
     assert (strongest.max() == summary.groupby(model)["auc"].max()).all()
 
 
+def test_methods_report_themselves_in_their_own_columns(run):
+    """DP-SGD's epsilon and delta, MIA-Pruning's ADMM residual: filled for that method only."""
+    summary = pd.read_csv(run / "results/tables/summary.csv")
+    for column, method in (
+        ("epsilon", "dpsgd"),
+        ("delta", "dpsgd"),
+        ("admm_residual", "miapruning"),
+    ):
+        own = summary["method"] == method
+        assert (summary.loc[own, column] >= 0).all() and summary.loc[own, column].notna().all()
+        assert summary.loc[~own, column].isna().all(), column
+
+
 def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
     paired = pd.read_csv(run / "results/tables/paired.csv")
     methods = set(yaml.safe_load(TINY.read_text())["methods"])

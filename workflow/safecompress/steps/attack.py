@@ -185,10 +185,12 @@ def _attack_table(
                 "seed": meta["seed"],
                 "references": args.references,
                 **accuracy_interval(correct),
-                # DP-SGD's (epsilon, delta) guarantee; empty for every other method
+                # what a method reports of itself, empty for every other method: DP-SGD's
+                # (epsilon, delta) guarantee, MIA-Pruning's ADMM residual (near 0: W met the
+                # sparsity constraint before the hard prune; large: it was magnitude pruning)
                 **{
                     key: meta.get("report", {}).get(key, float("nan"))
-                    for key in ("epsilon", "delta")
+                    for key in ("epsilon", "delta", "admm_residual")
                 },
                 "n_members": int(is_member.sum()),
                 "n_nonmembers": int(held_out.sum()),
