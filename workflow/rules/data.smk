@@ -10,7 +10,7 @@ rule split:
         **RESOURCES,
     params:
         data=lambda w: dataset_json(w.dataset)["data"],
-        evaluation=as_json(specs.select(specs.CanarySpec, config["evaluation"])),
+        canaries=config["evaluation"].get("canaries", 0),
     shell:
         "python -m safecompress.steps.split --dataset {wildcards.dataset} --split-seed {wildcards.split}"
-        " --data {params.data:q} --evaluation {params.evaluation:q} --out {output} > {log} 2>&1"
+        " --data {params.data:q} --canaries {params.canaries} --out {output} > {log} 2>&1"

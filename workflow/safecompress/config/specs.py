@@ -140,14 +140,6 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
-class CanarySpec:
-    """`evaluation`, as the split step reads it: how many canaries (flipped-label samples cut
-    from `target_out`, half inserted into each target; 0: none)."""
-
-    canaries: int = 0
-
-
-@dataclass(frozen=True)
 class AdversarialSpec:
     """`adversarial`: the TSE extension's adversarial training inside sparse training (and the
     regulariser of `advreg`): which simulated attackers the model is trained against, the

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from safecompress.config import specs
 from safecompress.data.sources import load_pool
 from safecompress.data.splits import add_canaries, make_split
 from safecompress.io import write_csv
@@ -25,13 +24,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--split-seed", type=int, default=0, help="seed of the permutation the split is cut from"
     )
     p.add_argument("--out", required=True, help="split table to write (CSV: index, set)")
-    cli.add_sections(p, "data", "evaluation")
+    p.add_argument(
+        "--canaries",
+        type=int,
+        default=0,
+        help="config evaluation.canaries: flipped-label samples cut from target_out (0: none)",
+    )
+    cli.add_sections(p, "data")
     args = p.parse_args(argv)
     entry = cli.data_entry(args, args.dataset)
-    canaries = specs.read(specs.CanarySpec, "evaluation", cli.section(args, "evaluation"))
     pool = load_pool(entry)
     split = make_split(len(pool.y), entry["split"], args.split_seed)
-    split = add_canaries(split, pool.y, pool.n_classes, canaries.canaries, args.split_seed)
+    split = add_canaries(split, pool.y, pool.n_classes, args.canaries, args.split_seed)
     write_csv(split, args.out)
     counts = split["set"].value_counts().reindex(split["set"].unique())
     print(
