@@ -14,7 +14,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 # (Set here, not required from the user, so no `envvars:` assertion applies.)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
 from safecompress.config import specs
-from safecompress.config.methods import METHOD_SECTIONS, REGISTRY
+from safecompress.config.methods import METHOD_SECTIONS, REGISTRY, SELECTING
 from safecompress.config.settings import ConfigError, check_config, for_dataset
 
 try:
@@ -165,12 +165,24 @@ def variant_sections(variant):
     return sections
 
 
-def method_sections(method):
+# The methods whose compress jobs log every tested candidate (`safecompress.log_candidates`):
+# the models of the validity analysis (ablation variants and reference models log nothing).
+LOGGED = (
+    [m for m in METHODS if m in SELECTING]
+    if config["safecompress"].get("log_candidates", False)
+    else []
+)
+
+
+def method_sections(method, log_candidates=False):
     """`--sparse` / `--safecompress` arguments: only the keys this method reads (its record in
-    safecompress.config.methods), the sections changed as an ablation variant says.
+    safecompress.config.methods), the sections changed as an ablation variant says; the key
+    `log_candidates` only where asked, so a job that logs nothing never reruns for it.
     """
     name, variant = compressor(method)
     given = variant_sections(variant)
+    if not log_candidates:
+        given["safecompress"].pop("log_candidates", None)
     return " ".join(
         f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
         for key, spec in REGISTRY[name].sections.items()
@@ -259,7 +271,12 @@ def final_outputs():
         for name in ablations
         for name in (name, f"{name}_paired")
     ]
-    figures = [results(f"figures/{name}.png") for name in SUMMARY_FIGURES + ablations]
+    validity = ["validity"] if LOGGED else []
+    tables += [results(f"tables/{name}.csv") for name in validity]
+    figures = [
+        results(f"figures/{name}.png")
+        for name in SUMMARY_FIGURES + ablations + validity
+    ]
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")
         for dataset in config["datasets"]
@@ -321,3 +338,14 @@ def candidate_log(wildcards):
     """updates.csv of SafeCompress at the ROC density, first replicate: every candidate logged."""
     density, (split, seed) = config["evaluation"]["roc_density"], replicates()[0]
     return f"{model_dir(wildcards.dataset, split, 'safecompress', density, seed)}/updates.csv"
+
+
+def candidate_attack_tables(wildcards=None):
+    """candidate_attacks.csv of every model whose candidates were logged."""
+    return [
+        f"{model_dir(dataset, split, method, density, seed)}/candidate_attacks.csv"
+        for dataset in config["datasets"]
+        for method in LOGGED
+        for density in config["densities"]
+        for split, seed in replicates()
+    ]

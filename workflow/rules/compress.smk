@@ -22,7 +22,9 @@ rule compress:
             "benchmarks/compress/{dataset}_split{split}_{method}_density{density}_seed{seed}.tsv"
         )
     wildcard_constraints:
-        method="|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+"]),
+        method="|".join(
+            [*(m for m in METHODS if m not in LOGGED), f"{ABLATION}[A-Za-z0-9_.]+"]
+        ),
     # before the attack jobs: a long compression job started last would hold up the tables
     priority: 1
     conda:
@@ -33,7 +35,7 @@ rule compress:
     params:
         dense=lambda w, input: f"--dense {input.dense}" if input.dense else "",
         config=lambda w: dataset_json(w.dataset, "model", "train"),
-        sections=lambda w: method_sections(w.method),
+        sections=lambda w: method_sections(w.method, w.method in LOGGED),
         method=lambda w: compressor(w.method)[0],
         variant=lambda w: compressor(w.method)[1],
     shell:
@@ -42,3 +44,23 @@ rule compress:
         " --seed {wildcards.seed} {params.dense} --out-dir $(dirname {output.model})"
         " --data {params.config[data]:q} --model {params.config[model]:q}"
         " --train {params.config[train]:q} {params.sections} > {log} 2>&1"
+
+
+if LOGGED:
+
+    use rule compress as compress_logged with:
+        output:
+            model=results(
+                "{dataset}/split{split}/{method}/density{density}/seed{seed}/model.safetensors"
+            ),
+            history=results(
+                "{dataset}/split{split}/{method}/density{density}/seed{seed}/history.csv"
+            ),
+            updates=results(
+                "{dataset}/split{split}/{method}/density{density}/seed{seed}/updates.csv"
+            ),
+            candidates=results(
+                "{dataset}/split{split}/{method}/density{density}/seed{seed}/candidates.npz"
+            ),
+        wildcard_constraints:
+            method="|".join(LOGGED),

@@ -24,7 +24,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -37,6 +36,7 @@ from safecompress.privacy.attacks.learned import load_adversary
 from safecompress.privacy.bootstrap import accuracy_interval, attack_report
 from safecompress.privacy.signals import (
     POPULATION,
+    aligned_queries,
     feature_matrix,
     logits_of,
     population,
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             feature_matrix(model, data, signals["index"].to_numpy()) if needs_features else None,
         ),
         shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
-        references=np.stack([_aligned(logits, signals) for logits in queries]),
+        references=aligned_queries(queries, signals),
         population=population(computed[computed["set"] == POPULATION], shadow_signals),
         adversaries=dict(load_adversary(path) for path in args.adversaries),
     )
@@ -172,15 +172,6 @@ def _attack_table(
         for attack, (score, predicted) in results.items()
     ]
     return description.merge(pd.DataFrame(rows), how="cross")
-
-
-def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
-    """A reference model's logits on the evaluated samples, in the target signals' order."""
-    by_index = queries.set_index("index")
-    missing = np.setdiff1d(signals["index"], by_index.index)
-    if len(missing):
-        raise ValueError(f"queries.csv lacks {len(missing)} evaluated samples; rerun the shadows")
-    return logits_of(by_index.loc[signals["index"]])
 
 
 if __name__ == "__main__":
