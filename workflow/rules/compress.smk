@@ -46,21 +46,23 @@ rule compress:
         " --train {params.config[train]:q} {params.sections} > {log} 2>&1"
 
 
-if LOGGED:
-
-    use rule compress as compress_logged with:
-        output:
-            model=results(
-                "{dataset}/split{split}/{method}/density{density}/seed{seed}/model.safetensors"
-            ),
-            history=results(
-                "{dataset}/split{split}/{method}/density{density}/seed{seed}/history.csv"
-            ),
-            updates=results(
-                "{dataset}/split{split}/{method}/density{density}/seed{seed}/updates.csv"
-            ),
-            candidates=results(
-                "{dataset}/split{split}/{method}/density{density}/seed{seed}/candidates.npz"
-            ),
-        wildcard_constraints:
-            method="|".join(LOGGED),
+# The selecting methods' jobs with safecompress.log_candidates: their logged candidates too
+# (no job at all without such methods).
+use rule compress as compress_logged with:
+    output:
+        model=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/model.safetensors"
+        ),
+        history=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/history.csv"
+        ),
+        updates=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/updates.csv"
+        ),
+        candidates=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/candidates.npz"
+        ),
+    wildcard_constraints:
+        method="|".join(LOGGED) or "(?!)",
+    conda:
+        ENV
