@@ -911,7 +911,7 @@ def validity(candidates: pd.DataFrame, pooled: pd.DataFrame) -> Figure:
             for row in overall[overall["attack"] == attack].itertuples()
         ]
         axes.set_title("\n".join([f"Evaluation: {_attack_name(attack)}", *lines]), fontsize=8)
-        axes.set(xlabel="Safety-test leakage (2·AUC − 1, defender's data)", ylabel="AUC (%)")
+        axes.set(xlabel="Safety-test leakage (its score, defender's data)", ylabel="AUC (%)")
     _legend_below(figure)
     return figure
 
