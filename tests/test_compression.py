@@ -14,7 +14,7 @@ from safecompress.compression import job as jobs
 from safecompress.compression.adversarial import AdversarialRegularizer
 from safecompress.compression.defenses.relaxloss import RelaxLoss, relaxloss
 from safecompress.compression.dst import dst
-from safecompress.compression.safecompress import safecompress
+from safecompress.compression.safecompress import safecompress, watched_indices
 from safecompress.compression.safety import SafetyTest
 from safecompress.compression.updates import DSTUpdate, SafeCompressUpdate, Schedule
 from safecompress.config.specs import (
@@ -27,7 +27,7 @@ from safecompress.config.specs import (
     TrainSpec,
 )
 from safecompress.data.batches import SharedBatches
-from safecompress.data.splits import Data, Samples, make_split
+from safecompress.data.splits import Data, Samples, make_split, set_indices
 from safecompress.sparse.engine import SparseEngine
 from safecompress.training.checkpoint import Checkpoint
 from safecompress.training.loop import KeepMasks, fit, make_optimizer
@@ -357,6 +357,34 @@ def test_without_an_evidence_bar_the_best_point_estimate_is_kept(tmp_path):
         kept = last.loc[last["selected"]].iloc[0]
         assert kept["score"] == last["score"].max()
         assert (update["decisive"] == (kept["candidate"] != 0)).all()
+
+
+def test_logged_candidates_have_their_logits_and_never_change_the_selection(tmp_path):
+    """With log_candidates, every row of the log (every tested candidate, every rung) has its
+    candidate's own logits on the evaluated samples and RMIA's population; the model, history
+    and log are bit-identical without it."""
+    section = selection_section(min_z=0.0)
+    plain = safecompress(toy_job(tmp_path / "off"), ScheduleSpec(**SPARSE), section)
+    logged = safecompress(
+        toy_job(tmp_path / "on"),
+        ScheduleSpec(**SPARSE),
+        dataclasses.replace(section, log_candidates=True),
+    )
+    same_state(plain.model, logged.model)
+    pd.testing.assert_frame_equal(plain.history, logged.history)
+    pd.testing.assert_frame_equal(plain.updates, logged.updates)
+    assert plain.arrays == {}
+    arrays, log = logged.arrays, logged.updates
+    split = toy_job(tmp_path).data.split
+    assert list(arrays["index"]) == list(watched_indices(split))
+    assert set(arrays["index"]) >= set(set_indices(split, "target_train", "target_out"))
+    for key in ("step", "rung", "candidate"):
+        assert list(arrays[key]) == list(log[key])
+    assert arrays["logits"].shape == (len(log), len(arrays["index"]), 4)
+    assert log["rung"].nunique() == 2  # both rungs of every update, every candidate tested
+    assert arrays["logits"].dtype == np.float32 and np.isfinite(arrays["logits"]).all()
+    # each row a forward pass of its own candidate: no two rows alike
+    assert np.unique(arrays["logits"].reshape(len(log), -1), axis=0).shape[0] == len(log)
 
 
 def test_safecompress_around_relaxloss_trains_the_loop_as_relaxloss_does(tmp_path, monkeypatch):

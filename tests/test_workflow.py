@@ -204,6 +204,20 @@ def test_safecompress_logs_every_candidate_and_one_selection(run):
         assert (log.groupby("step")["selected"].sum() == 1).all()
 
 
+def test_every_logged_candidate_is_judged_and_the_correlations_pooled(run):
+    for method in ("safecompress", "safecompress_adv"):
+        model = run / f"results/digits/split0/{method}/density0.05/seed0"
+        log = pd.read_csv(model / "updates.csv")
+        judged = pd.read_csv(model / "candidate_attacks.csv")
+        assert len(judged) == 3 * len(log) and set(judged["attack"]) == {"loss", "lira", "rmia"}
+        assert judged["auc"].between(0, 1).all()
+    table = pd.read_csv(run / "results/tables/validity.csv")
+    assert set(table["method"]) == {"safecompress", "safecompress_adv"}
+    overall = table[table["rung"] == "all"]
+    assert len(overall) == 2 * 3 and (overall["n_updates"] > 0).all()
+    assert (run / "results/figures/validity.png").stat().st_size > 0
+
+
 def test_a_second_run_has_nothing_to_do(run):
     result = snakemake(run, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -296,6 +310,18 @@ def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
     assert not rerun & {"dst", "magnitude", "dense"}
     # a figure setting reruns figures only, no attack or training job
     assert dry_run_methods(run, tmp_path, evaluation={"tradeoff_attack": "nn"}) == set()
+
+
+def dry_run_rules(workdir: Path, tmp_path: Path, **changes) -> set[str]:
+    """The rules of the jobs a dry run with the tiny config, changed, would run."""
+    return set(re.findall(r"^rule (\w+):", dry_run(workdir, tmp_path, **changes), re.MULTILINE))
+
+
+def test_the_validity_analysis_runs_where_candidates_are_logged(tmp_path):
+    validity = {"compress_logged", "attack_candidates", "validity", "figure_validity"}
+    assert validity <= dry_run_rules(tmp_path, tmp_path)
+    assert not validity & dry_run_rules(tmp_path, tmp_path, safecompress={"log_candidates": False})
+    assert not validity & dry_run_rules(tmp_path, tmp_path, methods=["dst"], curves={})
 
 
 def test_ablations_run_only_with_safecompress(tmp_path):

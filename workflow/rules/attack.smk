@@ -204,3 +204,63 @@ rule summarize_ablation:
         "python -m safecompress.steps.summarize --inputs {input.variants} --summary {output.table}"
         " --baselines {input.baselines} --paired {output.paired}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
+
+
+rule attack_candidates:
+    """Every candidate a SafeCompress model's safety test scored, attacked by the evaluation's
+    loss, LiRA and RMIA attacks on the model's own references (validity of the test)."""
+    input:
+        split=results("{dataset}/split{split}/split.csv"),
+        updates=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/updates.csv"
+        ),
+        candidates=results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/candidates.npz"
+        ),
+        references=reference_files,
+    output:
+        results(
+            "{dataset}/split{split}/{method}/density{density}/seed{seed}/candidate_attacks.csv"
+        ),
+    log:
+        results(
+            "logs/attack_candidates/{dataset}_split{split}_{method}_density{density}_seed{seed}.log"
+        ),
+    conda:
+        ENV
+    resources:
+        **RESOURCES,
+    params:
+        references=reference_dirs,
+    shell:
+        "python -m safecompress.steps.validity candidates --dataset {wildcards.dataset}"
+        " --split {input.split} --model-dir $(dirname {output}) --shadows {params.references}"
+        " --method {wildcards.method} --density {wildcards.density}"
+        " --split-seed {wildcards.split} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule validity:
+    """Does the safety test predict the judge: per update, the rank correlation between the
+    candidates' safety leakage and their evaluation AUC, pooled with a bootstrap interval.
+    """
+    input:
+        candidate_attack_tables,
+    output:
+        table=report(
+            results("tables/validity.csv"),
+            caption="../report/validity_table.rst",
+            category="Tables",
+        ),
+        updates=results("tables/validity_updates.csv"),
+        candidates=results("tables/validity_candidates.csv"),
+    log:
+        results("logs/validity.log"),
+    conda:
+        ENV
+    resources:
+        **RESOURCES,
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+    shell:
+        "python -m safecompress.steps.validity table --inputs {input}"
+        " --bootstrap {params.bootstrap} --out-dir $(dirname {output.table}) > {log} 2>&1"

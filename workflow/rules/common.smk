@@ -16,7 +16,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=PACKAGE_ROOT)
 from safecompress.config import specs
 from safecompress.config.curves import curve_lines, curve_points
-from safecompress.config.methods import METHOD_SECTIONS, REGISTRY
+from safecompress.config.methods import METHOD_SECTIONS, REGISTRY, SELECTING
 from safecompress.config.settings import ConfigError, check_config, for_dataset
 
 try:
@@ -30,8 +30,15 @@ ENV = "../../envs/safecompress.yaml"
 METHODS = config["methods"]
 # Ablations are SafeCompress variants stored as method "ablation/<sweep>_<value>".
 ABLATION = "ablation/"
-# The method wildcard of every compressed model: a method, an ablation variant, a curve point.
-COMPRESSED = "|".join([*METHODS, f"{ABLATION}[A-Za-z0-9_.]+", *map(re.escape, CURVES)])
+
+
+def compressed(methods):
+    """The method wildcard's pattern for these methods, the ablation variants and curve points."""
+    return "|".join([*methods, f"{ABLATION}[A-Za-z0-9_.]+", *map(re.escape, CURVES)])
+
+
+# The method wildcard of every compressed model.
+COMPRESSED = compressed(METHODS)
 # Rule resources, declared once: training jobs take the configured threads and GPUs.
 RESOURCES = {
     "mem_mb": config["resources"]["mem_mb"],
@@ -175,10 +182,20 @@ def variant_sections(variant):
     return sections
 
 
-def method_sections(method):
+# The methods whose compress jobs log every tested candidate (`safecompress.log_candidates`):
+# the models of the validity analysis (ablation variants and reference models log nothing).
+LOGGED = (
+    [m for m in METHODS if m in SELECTING]
+    if config["safecompress"].get("log_candidates", False)
+    else []
+)
+
+
+def method_sections(method, log_candidates=False):
     """`--sparse` / `--safecompress` arguments: only the keys this method reads (its record in
     safecompress.config.methods), the sections changed as a curve point or an ablation
-    variant says.
+    variant says; the key `log_candidates` only where asked, so a job that logs nothing never
+    reruns for it.
     """
     name, variant = compressor(method)
     given = (
@@ -186,6 +203,8 @@ def method_sections(method):
         if method in CURVES
         else variant_sections(variant)
     )
+    if not log_candidates:
+        given["safecompress"].pop("log_candidates", None)
     return " ".join(
         f"--{key} {shlex.quote(as_json(specs.select(spec, given[key])))}"
         for key, spec in REGISTRY[name].sections.items()
@@ -283,7 +302,12 @@ def final_outputs():
         for name in ablations
         for name in (name, f"{name}_paired")
     ]
-    figures = [results(f"figures/{name}.png") for name in SUMMARY_FIGURES + ablations]
+    validity = ["validity"] if LOGGED else []
+    tables += [results(f"tables/{name}.csv") for name in validity]
+    figures = [
+        results(f"figures/{name}.png")
+        for name in SUMMARY_FIGURES + ablations + validity
+    ]
     per_dataset = [
         results(f"figures/{dataset}/{name}.png")
         for dataset in config["datasets"]
@@ -346,3 +370,14 @@ def candidate_log(wildcards):
     """updates.csv of SafeCompress at the ROC density, first replicate: every candidate logged."""
     density, (split, seed) = config["evaluation"]["roc_density"], replicates()[0]
     return f"{model_dir(wildcards.dataset, split, 'safecompress', density, seed)}/updates.csv"
+
+
+def candidate_attack_tables(wildcards=None):
+    """candidate_attacks.csv of every model whose candidates were logged."""
+    return [
+        f"{model_dir(dataset, split, method, density, seed)}/candidate_attacks.csv"
+        for dataset in config["datasets"]
+        for method in LOGGED
+        for density in config["densities"]
+        for split, seed in replicates()
+    ]

@@ -141,3 +141,18 @@ rule figure_candidates:
         ENV
     shell:
         "python -m safecompress.steps.figures candidates --updates {input} --out {output.png} > {log} 2>&1"
+
+
+rule figure_validity:
+    input:
+        table=results("tables/validity.csv"),
+        candidates=results("tables/validity_candidates.csv"),
+    output:
+        **figure_outputs("validity", "validity"),
+    log:
+        results("logs/figures/validity.log"),
+    conda:
+        ENV
+    shell:
+        "python -m safecompress.steps.figures validity --candidates {input.candidates}"
+        " --table {input.table} --out {output.png} > {log} 2>&1"

@@ -91,3 +91,24 @@ def read_features(path: str | os.PathLike, n_rows: int) -> np.ndarray:
             f"{path}: shape {matrix.shape}, expected {n_rows} rows of features; delete it and rerun"
         )
     return matrix
+
+
+def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write named arrays atomically (NumPy's .npz format, uncompressed)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_arrays(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read named arrays and check the `names` are there, naming the file if not."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: no such file; rerun the rule that makes it") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err}); delete it and rerun") from err
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}; delete it and rerun")
+    return arrays

@@ -67,11 +67,13 @@ def _no_updates() -> pd.DataFrame:
 @dataclass
 class Compressed:
     """What a method returns: the sparse model, its per-epoch history, its mask-update log
-    (per candidate for SafeCompress), its layer densities at the start of training and the
-    per-model numbers it reports (DP-SGD's epsilon)."""
+    (per candidate for SafeCompress), its layer densities at the start of training, the
+    per-model numbers it reports (DP-SGD's epsilon) and any arrays it logged."""
 
     model: nn.Module
     history: pd.DataFrame
     start_density: dict[str, float]
     updates: pd.DataFrame = field(default_factory=_no_updates)
     report: dict[str, float] = field(default_factory=dict)
+    # arrays logged for analysis (SafeCompress's candidates' logits: `candidates.npz`)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)

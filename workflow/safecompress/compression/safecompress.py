@@ -9,6 +9,7 @@ leakage around a model that already leaks less, which the plain loss gap cannot 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from safecompress.compression.adversarial import regularizer_for
@@ -16,7 +17,7 @@ from safecompress.compression.defenses.relaxloss import RelaxLoss
 from safecompress.compression.dst import sparse_start, train_sparse
 from safecompress.compression.job import Compressed, Job
 from safecompress.compression.safety import SafetyTest
-from safecompress.compression.updates import SafeCompressUpdate, Schedule
+from safecompress.compression.updates import CANDIDATE_KEYS, SafeCompressUpdate, Schedule
 from safecompress.config.specs import (
     AdversarialSpec,
     RelaxLossSpec,
@@ -24,7 +25,14 @@ from safecompress.config.specs import (
     ScheduleSpec,
 )
 from safecompress.data.batches import SharedBatches
-from safecompress.data.splits import MEMBER_SETS, Data, Samples, set_indices
+from safecompress.data.splits import (
+    EVALUATED_SETS,
+    MEMBER_SETS,
+    Data,
+    Samples,
+    rmia_population,
+    set_indices,
+)
 from safecompress.training.loop import make_optimizer
 
 # The safety test's members (config key safecompress.probe_members): every sample the
@@ -75,8 +83,26 @@ def safecompress(
     # candidates train under the loop's terms, which only the loop's steps move (the
     # attackers take as many steps as in dst_adv; RelaxLoss's epoch parity is the loop's)
     update.penalties = tuple(term.frozen() for term in callbacks[1:])
+    watched = watched_indices(job.data.split)
+    if safecompress.log_candidates:
+        # For the validity analysis only (steps.validity): the evaluation's samples must never
+        # influence training, so the selection does not read these logits.
+        update.watched = job.data.take(watched)
     history = train_sparse(job, model, engine, train, (optimizer, scheduler), callbacks)
-    return Compressed(model, history, start, update.table())
+    table, arrays = update.table(), {}
+    if safecompress.log_candidates:
+        arrays = {
+            "index": watched,
+            **{key: table[key].to_numpy(np.int64) for key in CANDIDATE_KEYS},
+            "logits": update.watched_logits(),
+        }
+    return Compressed(model, history, start, table, arrays=arrays)
+
+
+def watched_indices(split: pd.DataFrame) -> np.ndarray:
+    """The pool indices whose logits the candidates log: the evaluated samples and RMIA's
+    population, everything the evaluation's attacks read of a target."""
+    return np.concatenate([set_indices(split, *EVALUATED_SETS), rmia_population(split)])
 
 
 def _probe(

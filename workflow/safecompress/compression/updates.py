@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -29,12 +30,14 @@ from torch import nn
 from safecompress.compression.safety import Leakage, SafetyTest
 from safecompress.config.specs import ScheduleSpec, Strategy
 from safecompress.data.batches import SharedBatches
+from safecompress.data.splits import Samples
 from safecompress.sparse.engine import (
     LEAKAGE_CRITERIA,
     SparseEngine,
     UpdateContext,
     scheduled_prune_fraction,
 )
+from safecompress.training.devices import predict_logits
 from safecompress.training.loop import Callback, train_step
 
 log = logging.getLogger(__name__)
@@ -189,6 +192,10 @@ def _advantage_z(score: Leakage, first: Leakage | None) -> float:
     )
 
 
+# A row of SafeCompress's log: the update, the rung of its look-ahead, the candidate.
+CANDIDATE_KEYS = ("step", "rung", "candidate")
+
+
 class SafeCompressUpdate(LoggedUpdate):
     """Safety-test-driven selection among N candidate sparse models at every mask update."""
 
@@ -251,6 +258,10 @@ class SafeCompressUpdate(LoggedUpdate):
         # The loop's penalties (adversarial training), set by the method: candidates train
         # under the same terms as the loop's model.
         self.penalties: tuple[Callback, ...] = ()
+        # Samples whose logits every tested candidate logs (set by the method), one entry per
+        # row of the log: for the validity analysis only, never read by the selection.
+        self.watched: Samples | None = None
+        self.watch_log: list[torch.Tensor] = []
         self.spares: list[_Copy] = []  # copies not in use
         self.copies: dict[int, _Copy] = {}
         self._idle()
@@ -341,6 +352,7 @@ class SafeCompressUpdate(LoggedUpdate):
                 keep = [0]
         best: Leakage = results[order[0]][1]
         for index in self.alive:
+            self._watch(index)
             metrics, leakage, _ = results[index]
             strategy = self.strategies[index]
             self.pending.append(
@@ -365,6 +377,19 @@ class SafeCompressUpdate(LoggedUpdate):
         self.rung += 1
         if len(keep) == 1:
             self._decided(keep[0])
+
+    def _watch(self, index: int) -> None:
+        """A forward pass after the test, in float32 like the evaluation's signals; it draws
+        no random numbers and touches no training state, so the run is the same without it."""
+        if self.watched is not None:
+            logits = predict_logits(self._model(index), self.watched.x, autocast=False)
+            self.watch_log.append(logits)
+
+    def watched_logits(self) -> np.ndarray:
+        """(rows of the log, samples, classes) float32: the logged logits, row for row."""
+        if not self.watch_log:  # no update (too short a run)
+            return np.zeros((0, len(self.watched) if self.watched else 0, 0), np.float32)
+        return torch.stack(self.watch_log).numpy()
 
     def _keep(self, survivors: list[int]) -> None:
         """Drop the other candidates; if the loop's own model is dropped, the best survivor's
@@ -411,6 +436,7 @@ class SafeCompressUpdate(LoggedUpdate):
                 "pending": json.dumps(self.pending),
                 "copies": {i: c.state_dict() for i, c in self.copies.items()},
             },
+            "watched": list(self.watch_log),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -419,6 +445,7 @@ class SafeCompressUpdate(LoggedUpdate):
         selection = state["selection"]
         self.start, self.rung = selection["start"], selection["rung"]
         self.alive, self.live = list(selection["alive"]), selection["live"]
+        self.watch_log = list(state["watched"])
         made, self.pending = json.loads(selection["made"]), json.loads(selection["pending"])
         self.made = {int(index): entry for index, entry in made.items()}  # JSON keys are text
         for index, copy_state in selection["copies"].items():

@@ -161,6 +161,8 @@ REGISTRY: dict[str, Method] = {
     )
 }
 METHODS = tuple(REGISTRY)
+# The methods that select among candidates by the safety test (they read `safecompress`).
+SELECTING = tuple(name for name, m in REGISTRY.items() if "safecompress" in m.sections)
 # Every config section some method reads (the compress step takes each as --<section>).
 METHOD_SECTIONS = tuple(sorted({name for m in REGISTRY.values() for name in m.sections}))
 DENSE_STYLE = Style("Dense", "#000000", "s")

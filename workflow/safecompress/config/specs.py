@@ -111,8 +111,9 @@ class Strategy:
 @dataclass(frozen=True)
 class SafeCompressSpec:
     """`safecompress`: the candidates, how long they train before each safety test (successive
-    halving), the test's leakage score and data, the weight of leakage in the selection and
-    the evidence a candidate needs to replace the first (DST's own update)."""
+    halving), the test's leakage score and data, the weight of leakage in the selection, the
+    evidence a candidate needs to replace the first (DST's own update), and whether every
+    tested candidate's logits are logged for the validity analysis (steps.validity)."""
 
     strategies: tuple[Strategy, ...]
     lookahead: tuple[int, ...]
@@ -121,6 +122,7 @@ class SafeCompressSpec:
     probe_size: int | str
     safety_weight: float = field(metadata={"key": "lambda"})
     min_z: float
+    log_candidates: bool = False
 
     def __post_init__(self) -> None:
         strategies = tuple(s if isinstance(s, Strategy) else Strategy(**s) for s in self.strategies)

@@ -431,6 +431,30 @@ def seed_t_interval(
     return mean, float(low), float(high)
 
 
+def mean_bootstrap_interval(
+    values: np.ndarray, n_resamples: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap interval of the mean of independent units (e.g.
+    one correlation per mask update); NaN bounds below two units, NaN throughout with none."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        mean = float(values[0]) if len(values) else float("nan")
+        return mean, float("nan"), float("nan")
+    interval = (
+        _stats()
+        .bootstrap(
+            (values,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method=METHOD,
+            random_state=np.random.default_rng(seed),
+        )
+        .confidence_interval
+    )
+    return float(values.mean()), float(interval.low), float(interval.high)
+
+
 def attack_report(
     is_member: np.ndarray,
     scores: np.ndarray,

@@ -70,6 +70,19 @@ def logits_of(signals: pd.DataFrame) -> np.ndarray:
     return signals[columns].to_numpy(dtype=np.float64)
 
 
+def aligned_queries(queries: Sequence[pd.DataFrame], signals: pd.DataFrame) -> np.ndarray:
+    """(K, n, C): each reference model's logits on the evaluated samples (its queries.csv), in
+    the order of the target's `signals`."""
+    aligned = []
+    for frame in queries:
+        by_index = frame.set_index("index")
+        missing = np.setdiff1d(signals["index"], by_index.index)
+        if len(missing):
+            raise ValueError(f"queries.csv lacks {len(missing)} queried samples; rerun the shadows")
+        aligned.append(logits_of(by_index.loc[signals["index"]]))
+    return np.stack(aligned)
+
+
 def save_reference_signals(
     model: nn.Module,
     data: Data,

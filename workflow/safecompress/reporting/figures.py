@@ -42,6 +42,7 @@ from safecompress.config.methods import STYLES, Style
 from safecompress.config.settings import STRONGEST_ATTACK
 from safecompress.io import atomic_path
 from safecompress.reporting.tables import (
+    ALL_RUNGS,
     PAPER_TABLE_COLUMNS,
     ROC_COLUMNS,
     ROC_TPR_METRIC,
@@ -916,6 +917,38 @@ def candidate_trajectory(updates: pd.DataFrame) -> Figure:
         ylabel="Accuracy on the probe's non-members (%)",
     )
     _legend_below(figure, max_columns=1)
+    return figure
+
+
+def validity(candidates: pd.DataFrame, pooled: pd.DataFrame) -> Figure:
+    """Does the safety test predict the judge: every candidate the safety test scored, its
+    safety leakage (x) against the evaluation's AUC of it (y), one panel per attack, one
+    colour per method (filled: the candidate the update kept); each panel's title gives the
+    pooled rank correlation over updates (all rungs) with its 95 % interval, per method and
+    density (`tables.validity_table`)."""
+    require_columns(candidates, ["method", "density", "attack", "leakage", "auc", "selected"])
+    attacks = _attacks_in(candidates)
+    figure, grid = _panels(1, len(attacks), SQUARE_PANEL_SIZE, sharey=False)
+    styles = method_styles(_methods_in(candidates))
+    overall = pooled[pooled["rung"].astype(str) == ALL_RUNGS]
+    for axes, attack in zip(grid[0], attacks, strict=True):
+        rows = candidates[candidates["attack"] == attack]
+        for method, style in styles.items():
+            mine = rows[rows["method"] == method]
+            kept = mine["selected"].astype(bool)
+            common = {"color": style.color, "marker": style.marker, "s": 16, "alpha": 0.8}
+            axes.scatter(mine["leakage"], 100 * mine["auc"], **common, facecolors="none")
+            axes.scatter(
+                mine.loc[kept, "leakage"], 100 * mine.loc[kept, "auc"], **common, label=style.label
+            )
+        lines = [
+            f"{row.method} d={row.density:g}: ρ = {row.spearman:.2f} "
+            f"[{row.ci_low:.2f}, {row.ci_high:.2f}], {row.n_updates} updates"
+            for row in overall[overall["attack"] == attack].itertuples()
+        ]
+        axes.set_title("\n".join([f"Evaluation: {_attack_name(attack)}", *lines]), fontsize=8)
+        axes.set(xlabel="Safety-test leakage (its score, defender's data)", ylabel="AUC (%)")
+    _legend_below(figure)
     return figure
 
 

@@ -14,6 +14,9 @@ frontier: per data set, density and leakage metric, every model point (each meth
           and its curve points) with its means and intervals over replicates, whether it is
           on the Pareto set and which other methods' points dominate it.
 ROC:      every model's ROC and pointwise bootstrap band, per attack.
+validity: per SafeCompress model x mask update x rung x attack, the rank correlation between
+          the tested candidates' safety leakage and their evaluation AUC; pooled per method x
+          density x attack (x rung, or all rungs) with a bootstrap interval over updates.
 
 Every function takes and returns pandas tables; reading and writing files is the steps' part,
 except the per-sample scores that the paired table reads through the summary's paths.
@@ -29,7 +32,7 @@ import pandas as pd
 from safecompress.config.methods import METHODS
 from safecompress.config.settings import STRONGEST_ATTACK
 from safecompress.io import read_csv
-from safecompress.privacy.bootstrap import roc_band, seed_t_interval
+from safecompress.privacy.bootstrap import mean_bootstrap_interval, roc_band, seed_t_interval
 from safecompress.privacy.metrics import (
     ATTACK_METRICS,
     TPR_AT_FPR,
@@ -413,3 +416,70 @@ def roc_table(
                 )
             )
     return pd.concat(curves, ignore_index=True)[list(ROC_COLUMNS)]
+
+
+# One mask update of one SafeCompress model, and one safety test: the update at one rung.
+VALIDITY_UPDATE = ["dataset", "split", "method", "density", "seed", "step"]
+VALIDITY_TEST = [*VALIDITY_UPDATE, "rung"]
+# What validity_correlations reads: every logged candidate's safety leakage and evaluation AUC.
+VALIDITY_CANDIDATE_COLUMNS = (*VALIDITY_TEST, "candidate", "attack", "leakage", "auc")
+VALIDITY_COLUMNS = (
+    "dataset",
+    "method",
+    "density",
+    "attack",
+    "rung",
+    "n_updates",
+    "n_candidates",
+    "spearman",
+    "ci_low",
+    "ci_high",
+)
+ALL_RUNGS = "all"
+
+
+def validity_correlations(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Per safety test (`VALIDITY_TEST`) and attack: `n_candidates` tested and the Spearman
+    rank correlation between their safety `leakage` and their evaluation `auc` (NaN where
+    either is constant: nothing to rank)."""
+    require_columns(candidates, VALIDITY_CANDIDATE_COLUMNS)
+    groups = candidates.groupby([*VALIDITY_TEST, "attack"], sort=True)
+    return pd.DataFrame(
+        {
+            "n_candidates": groups.size(),
+            "spearman": groups.apply(_rank_correlation, include_groups=False),
+        }
+    ).reset_index()
+
+
+def _rank_correlation(test: pd.DataFrame) -> float:
+    if test["leakage"].nunique() < 2 or test["auc"].nunique() < 2:
+        return float("nan")  # constant: nothing to rank (and no scipy warning)
+    return test["leakage"].corr(test["auc"], method="spearman")
+
+
+def validity_table(tests: pd.DataFrame, n_resamples: int, seed: int = 0) -> pd.DataFrame:
+    """The correlations of `validity_correlations` pooled per data set x method x density x
+    attack, at each rung and over all rungs (an update's mean over its rungs): the mean over
+    mask updates (of every replicate) with a 95 % percentile bootstrap interval over updates,
+    the unit that is independent of the others' tests. Updates without a correlation are left
+    out (`n_updates` counts the rest)."""
+    rows = []
+    keys = ["dataset", "method", "density", "attack"]
+    for key, pooled in tests.groupby(keys, sort=True):
+        rungs = [(str(rung), part) for rung, part in pooled.groupby("rung")]
+        for rung, part in [(ALL_RUNGS, pooled), *rungs]:
+            updates = part.groupby(VALIDITY_UPDATE)["spearman"].mean().dropna()
+            mean, low, high = mean_bootstrap_interval(updates.to_numpy(), n_resamples, seed)
+            rows.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "rung": rung,
+                    "n_updates": len(updates),
+                    "n_candidates": int(part["n_candidates"].sum()),
+                    "spearman": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(VALIDITY_COLUMNS))

@@ -54,6 +54,7 @@ from safecompress.privacy.bootstrap import accuracy_interval, attack_report, wor
 from safecompress.privacy.signals import (
     CANARY_SETS,
     POPULATION,
+    aligned_queries,
     feature_matrix,
     logits_of,
     population,
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         attacks.AttackInputs(
             target=_target(model, data, evaluated, needs_features),
             shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
-            references=np.stack([_aligned(logits, evaluated) for logits in queries]),
+            references=aligned_queries(queries, evaluated),
             population=population(computed[computed["set"] == POPULATION], shadow_signals),
             adversaries=dict(load_adversary(path) for path in args.adversaries),
         ),
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         canary_inputs = dataclasses.replace(
             inputs,
             target=_target(model, data, canaries, needs_features),
-            references=np.stack([_aligned(logits, canaries) for logits in queries]),
+            references=aligned_queries(queries, canaries),
         )
         canary_results = attacks.run_attacks(canary_inputs, evaluation.attacks, args.seed)
 
@@ -228,15 +229,6 @@ def _target(model: nn.Module, data: Data, signals: pd.DataFrame, features: bool)
     """The target's signals on these samples, with their features if an attack needs them."""
     matrix = feature_matrix(model, data, signals["index"].to_numpy()) if features else None
     return attacks.read_signals(signals, "target", matrix)
-
-
-def _aligned(queries: pd.DataFrame, signals: pd.DataFrame) -> np.ndarray:
-    """A reference model's logits on the evaluated samples, in the target signals' order."""
-    by_index = queries.set_index("index")
-    missing = np.setdiff1d(signals["index"], by_index.index)
-    if len(missing):
-        raise ValueError(f"queries.csv lacks {len(missing)} queried samples; rerun the shadows")
-    return logits_of(by_index.loc[signals["index"]])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
 The methods that start from the dense target (magnitude, advreg, miapruning, distill) also
 need `--dense`, its model file. Writes model.safetensors (with what the method reports, e.g.
 DP-SGD's epsilon, in its metadata), history.csv and updates.csv (every mask update; for
-safecompress every candidate with its accuracy, leakage and whether it was selected). A killed
+safecompress every candidate with its accuracy, leakage and whether it was selected), and with
+safecompress.log_candidates candidates.npz: `index` (pool indices of the evaluated samples and
+RMIA's population), `step`, `rung`, `candidate` and `logits` (one row per row of updates.csv,
+float32, rows x samples x classes), for steps.validity. A killed
 run restarts from its last epoch; a finished one leaves no checkpoint.
 """
 
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from safecompress.compression.job import Job
 from safecompress.data.splits import load_data
-from safecompress.io import config_hash, write_csv
+from safecompress.io import config_hash, write_arrays, write_csv
 from safecompress.sparse.engine import SparseEngine, measured_density
 from safecompress.steps import cli
 from safecompress.training.checkpoint import Checkpoint
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     write_csv(history, args.out_dir / "history.csv")
     write_csv(result.updates, args.out_dir / "updates.csv")
+    if result.arrays:
+        write_arrays(result.arrays, args.out_dir / "candidates.npz")
     save_model(model, args.out_dir / "model.safetensors", meta)
     checkpoint.remove()
     print(

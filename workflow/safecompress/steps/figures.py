@@ -184,6 +184,10 @@ def draw_candidates(args: argparse.Namespace) -> Figure:
     return figures.candidate_trajectory(read_csv(args.updates))
 
 
+def draw_validity(args: argparse.Namespace) -> Figure:
+    return figures.validity(read_csv(args.candidates), read_csv(args.table))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(__spec__.name, __doc__)
     subparsers = p.add_subparsers(title="figures", dest="figure", required=True, metavar="FIGURE")
@@ -291,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     candidates.add_argument(
         "--updates", required=True, type=Path, help="updates.csv of a safecompress model"
+    )
+
+    validity = figure(
+        "validity", draw_validity, "every candidate: safety-test leakage vs evaluation AUC"
+    )
+    validity.add_argument(
+        "--candidates",
+        required=True,
+        type=Path,
+        help="validity_candidates.csv written by safecompress.steps.validity",
+    )
+    validity.add_argument(
+        "--table", required=True, type=Path, help="validity.csv: the pooled correlations"
     )
     return p
 
