@@ -34,7 +34,7 @@ from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, changed, snakemake_comm
 TEMPLATE = REPO / "profiles" / "slurm" / "profile.yaml"
 INSTALL = REPO / "scripts" / "install-profile.sh"
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"
-GPU_RULES = {"train_dense", "train_shadow", "train_references", "compress"}
+GPU_RULES = {"train_dense", "train_shadow", "train_references", "compress", "compress_logged"}
 # The smallest grid with every kind of job these tests look at: the split, the dense and one
 # shadow model, two compression methods (DST, and SafeCompress with its safety test) and the
 # reference models of each (the tiny config's `evaluation.references`), the attack of each
@@ -55,6 +55,7 @@ SLURM_GRID = {
     "ablation.strategy_sets": {},
     "ablation.settings": {},
     "resources.gpu": 1,
+    "curves": {},
 }
 TARGETS = ["results/tables/summary.csv", "results/figures/digits/training_curves.png"]
 
@@ -551,7 +552,7 @@ def test_gpu_zero_requests_no_gpu():
 
 @pytest.mark.slurm
 def test_results_equal_a_local_run(runs):
-    for name in ("digits/split.csv", "tables/summary.csv"):
+    for name in ("digits/split0/split.csv", "tables/summary.csv"):
         slurm = runs.slurm_dir / "results" / name
         local = runs.local_dir / "results" / name
         # Training is deterministic on CPU for a seed: the same numbers wherever it runs.
