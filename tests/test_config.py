@@ -75,8 +75,17 @@ def test_unreadable_config_file(tmp_path):
         load_yaml(tmp_path / "missing.yaml")
 
 
+SWEEPS = {
+    "dpsgd": {"dpsgd.noise_multiplier": [0.005, 0.02, 0.3]},
+    "relaxloss": {"relaxloss.alpha": [0.2, 1.0]},
+    "advreg": {"adversarial.weight": [0.3, 1.0]},
+    "distill": {"distill.temperature": [4.0, 10.0]},
+}
+
+
 def test_curves_name_one_model_per_value_and_join_it_to_the_default_in_order():
-    evidence = changed(DEFAULT, "curves", load_yaml(CONFIG / "evidence.yaml")["curves"])
+    check_config(changed(DEFAULT, "curves", load_yaml(CONFIG / "evidence.yaml")["curves"]))
+    evidence = changed(DEFAULT, "curves", SWEEPS)
     check_config(evidence)
     points = curve_points(evidence)
     assert [p.wildcard for p in points if p.method == "dpsgd"] == [

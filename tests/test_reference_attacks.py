@@ -128,6 +128,59 @@ def test_rmia_input_errors():
         reference.rmia_offline(probs, refs, probs, refs, gamma=0.0)
 
 
+def pairwise_rmia_auc(probs, is_member, population, j, a):
+    """RMIA's AUC with reference j as the target, from the definitions: Pr(s) the corrected mean
+    over the other references OUT on s, LR(x, z) against every population z, the share of z
+    with LR > 1, and the AUC as the share of member/non-member pairs ranked right (ties 1/2)."""
+    others = [k for k in range(len(probs)) if k != j]
+
+    def ratio(i):
+        out = [probs[k, i] for k in others if not is_member[k, i] and not np.isnan(probs[k, i])]
+        return probs[j, i] / (((1 + a) * np.mean(out) + 1 - a) / 2) if out else None
+
+    z = [ratio(i) for i in np.flatnonzero(population)]
+    scores = {}
+    for i in np.flatnonzero(~population & ~np.isnan(probs[j])):
+        r = ratio(i)
+        if r is not None:
+            scores[i] = np.mean([r / rz > 1 for rz in z])
+    members = [s for i, s in scores.items() if is_member[j, i]]
+    nonmembers = [s for i, s in scores.items() if not is_member[j, i]]
+    pairs = [(m > n) + 0.5 * (m == n) for m in members for n in nonmembers]
+    return np.mean(pairs)
+
+
+def test_rmia_a_is_tuned_on_the_references_as_each_one_plays_the_target():
+    rng = np.random.default_rng(3)
+    n_refs, n = 4, 60
+    is_member = rng.random((n_refs, n)) < 0.5
+    population = np.zeros(n, dtype=bool)
+    population[-15:] = True
+    is_member[:, population] = False
+    difficulty = rng.random(n)  # members memorised: their probability pulled towards 1
+    probs = np.clip(difficulty + rng.normal(0, 0.1, (n_refs, n)), 0.01, 0.99)
+    probs = np.where(is_member, 1 - 0.3 * (1 - probs), probs)
+    probs[1, :5] = np.nan  # reference 1's own held-out data: no signal there
+    a, mean_auc = reference.tune_rmia_offline_a(probs, is_member, population)
+    expected = [
+        np.mean([pairwise_rmia_auc(probs, is_member, population, j, g) for j in range(n_refs)])
+        for g in reference.RMIA_A_GRID
+    ]
+    np.testing.assert_allclose(mean_auc, expected, rtol=1e-12)
+    assert a == reference.RMIA_A_GRID[int(np.argmax(expected))]
+    assert mean_auc.max() > 0.6  # the members' pull is found
+
+
+def test_rmia_a_untuned_with_one_reference_and_errors():
+    probs, is_member, population = np.full((1, 4), 0.5), np.zeros((1, 4), bool), np.ones(4, bool)
+    a, mean_auc = reference.tune_rmia_offline_a(probs, is_member, population)
+    assert a == reference.RMIA_OFFLINE_A and np.isnan(mean_auc).all()
+    with pytest.raises(ValueError, match="none train on it"):
+        reference.tune_rmia_offline_a(np.full((2, 4), 0.5), np.ones((2, 4), bool), population)
+    with pytest.raises(ValueError, match="must be"):
+        reference.tune_rmia_offline_a(np.full((2, 4), 0.5), np.ones((2, 3), bool), population)
+
+
 # --- Known answers on real models ---------------------------------------------------------
 
 N_PER_SET = 200  # members; also non-members, and each reference model's training set

@@ -12,6 +12,7 @@ from safecompress.compression.safety import (
     loss_auc,
     loss_gap,
     loss_gradients,
+    loss_tail,
     selection_score,
 )
 from safecompress.compression.updates import rank
@@ -55,7 +56,34 @@ def test_loss_gap_and_its_standard_error_by_hand():
     assert leakage.se == pytest.approx(np.sqrt(0.01 / 3 + 0.125 / 2))
 
 
-@pytest.mark.parametrize("score", [loss_auc, loss_gap])
+def test_loss_tail_by_hand():
+    """fpr 0.5, held-out losses 1..4: placements 0, 0.25, 0.5 give weights 1, 0.5, 0;
+    mean 0.5, less 0.25, scaled by 1 / 0.75."""
+    leakage = loss_tail(np.array([0.5, 1.5, 2.5]), np.array([1.0, 2.0, 3.0, 4.0]), fpr=0.5)
+    assert leakage.value == pytest.approx((0.5 - 0.25) / 0.75)
+    np.testing.assert_allclose(leakage.member_terms, [1.0, 0.5, 0.0])
+    # the tail members are 0.5 (P 0) and 1.5 (P 0.25); a held-out sample's term is
+    # -(sum over them of [l_n <= l_m] - P_m) / (fpr x 3 members)
+    np.testing.assert_allclose(
+        leakage.nonmember_terms, [-(0 + 0.75) / 1.5, -(0 + -0.25) / 1.5, 0.25 / 1.5, 0.25 / 1.5]
+    )
+    assert loss_tail(np.zeros(5), np.ones(5)).value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="fpr"):
+        loss_tail(np.zeros(5), np.ones(5), fpr=0.0)
+
+
+def test_loss_tail_standard_error_matches_the_bootstrap():
+    """The influence terms' standard error is the spread of the score over resampled
+    members and held-out samples, to within the bootstrap's own noise."""
+    rng = np.random.default_rng(5)
+    members, nonmembers = rng.exponential(0.7, 400), rng.exponential(1.0, 400)
+    boot = [
+        loss_tail(rng.choice(members, 400), rng.choice(nonmembers, 400)).value for _ in range(2000)
+    ]
+    assert loss_tail(members, nonmembers).se == pytest.approx(np.std(boot), rel=0.15)
+
+
+@pytest.mark.parametrize("score", [loss_auc, loss_gap, loss_tail])
 def test_paired_standard_error_sees_small_differences_on_the_same_samples(score):
     """Two candidates scored on the same samples share most of their noise: the paired SE
     of their difference is far below either's own SE, and a difference of none is exact."""
@@ -69,7 +97,7 @@ def test_paired_standard_error_sees_small_differences_on_the_same_samples(score)
 
 def test_no_leakage_scores_near_zero_within_its_standard_error():
     rng = np.random.default_rng(2)
-    for score in (loss_auc, loss_gap):
+    for score in (loss_auc, loss_gap, loss_tail):
         leakage = score(rng.exponential(1.0, 500), rng.exponential(1.0, 500))
         assert abs(leakage.value) < 3 * leakage.se
 
@@ -99,11 +127,12 @@ def memorising_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("score", ["loss_auc", "loss_gap"])
-def test_safety_test_finds_a_memorising_model_leaky(score):
+@pytest.mark.parametrize("score, n_se", [("loss_auc", 5), ("loss_gap", 5), ("loss_tail", 1.5)])
+def test_safety_test_finds_a_memorising_model_leaky(score, n_se):
+    """The tail score rests on the 6 held-out samples in the tail of 64: less resolved."""
     model, members, nonmembers = memorising_model()
     result, leakage, selection = SafetyTest(score, members, nonmembers).run(model, 2.0)
-    assert result["leakage"] == leakage.value > 5 * result["leakage_se"] > 0
+    assert result["leakage"] == leakage.value > n_se * result["leakage_se"] > 0
     assert 0 <= result["val_acc"] <= 1 and "auc" in result and "advantage" in result
     assert result["score"] == selection.value == result["val_acc"] - 2.0 * leakage.value
 

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from helpers import HUNG_RUN_S, HUNG_STEP_S, REPO, TINY, snakemake_command, workflow_env
 from safecompress.data.splits import CANARY, check_split, inserted_canaries
+from safecompress.privacy.attacks.reference import RMIA_A_GRID
 
 ATTACKS = yaml.safe_load(TINY.read_text())["evaluation"]["attacks"]
 DENSITIES = yaml.safe_load(TINY.read_text())["densities"]
@@ -105,6 +106,10 @@ def test_methods_report_themselves_in_their_own_columns(run):
         own = summary["method"] == method
         assert (summary.loc[own, column] >= 0).all() and summary.loc[own, column].notna().all()
         assert summary.loc[~own, column].isna().all(), column
+    # RMIA's offline a, tuned on each target's references: on RMIA's rows only, from the grid
+    rmia = summary["attack"] == "rmia"
+    assert summary.loc[rmia, "rmia_offline_a"].isin(RMIA_A_GRID).all()
+    assert summary.loc[~rmia, "rmia_offline_a"].isna().all()
 
 
 def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):

@@ -76,6 +76,40 @@ def loss_gap(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> Leakage:
     return Leakage(float(gap), -member_loss, nonmember_loss, 1.0)
 
 
+# The loss-tail score's FPR: the share of held-out samples whose loss marks the tail. The
+# defender's few hundred held-out samples put 30 or so there at 0.1, enough for a standard
+# error; at 0.01 a handful would decide.
+TAIL_FPR = 0.1
+
+
+def loss_tail(
+    member_loss: np.ndarray, nonmember_loss: np.ndarray, fpr: float = TAIL_FPR
+) -> Leakage:
+    """How far the members reach into the held-out losses' low tail, where the low-FPR attacks
+    find the most vulnerable samples: each member's placement P (the share of held-out losses
+    at or below its own: the FPR of a threshold at its loss) counts max(0, 1 - P / fpr), 1 for
+    a member below every held-out loss, 0 at or beyond the tail. The mean over members, less
+    its value fpr / 2 when members and held-out losses are alike, scaled to at most 1. Unlike
+    the AUC it ignores where the bulk of the members lie, and it is smooth (one member moves it
+    by at most 1 / len(members)), so its influence terms give a standard error: the member's
+    own weight, and for a held-out sample the change of every tail member's weight as that
+    sample enters the held-out placements."""
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must lie in (0, 1), got {fpr}")
+    held_out = np.sort(nonmember_loss)
+    placement = np.searchsorted(held_out, member_loss, side="right") / len(held_out)
+    weight = np.maximum(0.0, 1.0 - placement / fpr)
+    in_tail = placement < fpr
+    # d weight / d placement = -1 / fpr in the tail; a held-out sample at or below a member's
+    # loss raises that member's placement: its term is the mean over members of the change.
+    at_or_below = nonmember_loss[:, None] <= member_loss[None, :]
+    nonmember_terms = -(at_or_below[:, in_tail] - placement[in_tail]).sum(axis=1) / (
+        fpr * len(member_loss)
+    )
+    scale = 1.0 / (1.0 - fpr / 2.0)
+    return Leakage(float(scale * (weight.mean() - fpr / 2.0)), weight, nonmember_terms, scale)
+
+
 def best_threshold_advantage(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
     """TPR - FPR of the best loss threshold (a member when its loss is at most t), fitted on
     these samples: the old safety test's score, logged for comparison, not selected on. It
@@ -103,6 +137,7 @@ def selection_score(correct: np.ndarray, leakage: Leakage, weight: float) -> Lea
 SAFETY_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], Leakage]] = {
     "loss_auc": loss_auc,
     "loss_gap": loss_gap,
+    "loss_tail": loss_tail,
 }
 
 

@@ -128,14 +128,20 @@ def read_shadows(
 
 def population(target: pd.DataFrame, shadow: pd.DataFrame) -> Population:
     """RMIA's population from signals: the target's rows on it (`data.splits.rmia_population`),
-    and each sample's mean true-class probability under the references, none of which trained
-    on it."""
+    each sample's mean true-class probability under the references, none of which trained on
+    it, and the offline a tuned on the references (`reference.tune_rmia_offline_a`)."""
     from safecompress.privacy.attacks import Population
+    from safecompress.privacy.attacks.reference import tune_rmia_offline_a
     from safecompress.privacy.attacks.scores import confidence, softmax
 
+    shadow = shadow.assign(probability=confidence(softmax(logits_of(shadow)), shadow["label"]))
     out = shadow[(shadow["set"] == "non-member") & shadow["index"].isin(target["index"])]
-    labels = out["label"].to_numpy()
-    probability = pd.Series(confidence(softmax(logits_of(out)), labels), index=out["index"])
-    reference = probability.groupby(level=0).mean()
+    reference = out.groupby("index")["probability"].mean()
     rows = target.set_index("index").loc[reference.index]
-    return Population(logits_of(rows), rows["label"].to_numpy(), reference.to_numpy())
+    # NaN where a reference has no signal: a matched one's held-out `reference` stand-in
+    probs = shadow.pivot(index="shadow", columns="index", values="probability")
+    is_member = shadow.pivot(index="shadow", columns="index", values="set") == "member"
+    offline_a, _ = tune_rmia_offline_a(
+        probs.to_numpy(), is_member.to_numpy(), probs.columns.isin(reference.index)
+    )
+    return Population(logits_of(rows), rows["label"].to_numpy(), reference.to_numpy(), offline_a)

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         scores[f"score_{attack}"] = score
         scores[f"pred_{attack}"] = predicted.astype(int)
     paths = {name: args.out_dir / f"{name}.csv" for name in ("signals", "scores")}
-    table = _attack_table(args, meta, model, inputs.target, evaluated, results, evaluation)
+    table = _attack_table(args, meta, model, inputs, evaluated, results, evaluation)
     if canary_results:
         worst = [
             worst_case_report(
@@ -165,13 +165,14 @@ def _attack_table(
     args: argparse.Namespace,
     meta: dict,
     model: nn.Module,
-    target: attacks.Signals,
+    inputs: attacks.AttackInputs,
     signals: pd.DataFrame,
     results: dict[str, attacks.Result],
     evaluation: specs.EvaluationSpec,
 ) -> pd.DataFrame:
     """One row per attack: the model, its task accuracy on the non-members and the attack's
-    metrics, each with its 95 % interval."""
+    metrics, each with its 95 % interval (and RMIA's offline a, tuned on the references)."""
+    target = inputs.target
     is_member, held_out = target.is_member, ~target.is_member
     correct = logits_of(signals)[held_out].argmax(1) == target.labels[held_out]
     description = pd.DataFrame(
@@ -202,6 +203,7 @@ def _attack_table(
         {
             "attack": attack,
             **attack_report(is_member, score, predicted, evaluation.bootstrap, args.seed),
+            "rmia_offline_a": inputs.population.offline_a if attack == "rmia" else float("nan"),
         }
         for attack, (score, predicted) in results.items()
     ]

@@ -61,6 +61,7 @@ class Population:
     target_logits: np.ndarray  # (m, C)
     labels: np.ndarray  # (m,)
     reference_probability: np.ndarray  # (m,)
+    offline_a: float = reference.RMIA_OFFLINE_A  # tuned on the references (signals.population)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def _rmia(inputs: AttackInputs, seed: int) -> Result:
         references_x[None, :],
         _true_class_probability(population.target_logits, population.labels),
         population.reference_probability[None, :],
+        offline_a=population.offline_a,
     )
     return scores, scores > RMIA_DECISION_SCORE
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from safecompress.privacy.attacks.scores import LOG_FLOOR, class_labels, logit_matrix
+from safecompress.privacy.metrics import roc_auc
 
 # LiRA estimates one variance for all samples below this many OUT references: with few shadow
 # models Carlini et al. recommend a global variance over noisy per-example ones, and LeakPro,
@@ -23,6 +24,8 @@ LIRA_MIN_STD = 1e-8
 # it is not tuned on a paired reference model.
 RMIA_GAMMA = 1.0
 RMIA_OFFLINE_A = 0.3
+# The values of a that the tuning tries, as the RMIA paper's grid search over [0, 1].
+RMIA_A_GRID = tuple(round(a, 1) for a in np.linspace(0.0, 1.0, 11))
 
 
 def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -124,6 +127,69 @@ def rmia_offline(
         )
     # ratio_x / ratio_z > gamma  <=>  ratio_z < ratio_x / gamma, ratios being positive.
     return np.searchsorted(ratio_z, ratio_x / gamma, side="left") / len(ratio_z)
+
+
+def tune_rmia_offline_a(
+    probs: np.ndarray,
+    is_member: np.ndarray,
+    is_population: np.ndarray,
+    gamma: float = RMIA_GAMMA,
+    grid: tuple[float, ...] = RMIA_A_GRID,
+) -> tuple[float, np.ndarray]:
+    """RMIA's offline a, set as Zarifzadeh et al. set it: on reference models, whose members are
+    known. Each reference j in turn plays the target, attacked by offline RMIA with the other
+    references that did not train on a sample as its OUT models, over its own members and
+    non-members outside the population and against the population; the a of the highest AUC
+    averaged over the j (the smallest a of a tie) is returned with that mean AUC per grid value.
+
+    probs: (K, n) each reference's true-class probability on n samples of the attacker's pool,
+    NaN where it has no signal (a matched reference's own held-out data); is_member: (K, n)
+    whether reference k trained on sample i; is_population: (n,) RMIA's population, which no
+    reference trained on and every reference scored. Where no reference can be so attacked (one
+    reference; no members or no non-members of any that another is OUT on), Privacy Meter's
+    untuned a (RMIA_OFFLINE_A) is returned, with no AUC.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    is_member = np.asarray(is_member, dtype=bool)
+    is_population = np.asarray(is_population, dtype=bool)
+    if probs.ndim != 2 or is_member.shape != probs.shape or is_population.shape != probs.shape[1:]:
+        raise ValueError(
+            f"probs and is_member must be (references, samples) and is_population (samples,); "
+            f"got {probs.shape}, {is_member.shape}, {is_population.shape}"
+        )
+    scored = ~np.isnan(probs)
+    if (is_member & is_population).any() or not scored[:, is_population].all():
+        raise ValueError("every reference must score RMIA's population and none train on it")
+    aucs = []
+    for j in range(len(probs)):
+        others = np.arange(len(probs)) != j
+        out = scored[others] & ~is_member[others]
+        n_out = out.sum(axis=0)
+        total = np.where(out, probs[others], 0.0).sum(axis=0)
+        mean_out = np.divide(total, n_out, out=np.zeros(n_out.shape), where=n_out > 0)
+        x = scored[j] & ~is_population & (n_out > 0)
+        if is_member[j, x].all() or not is_member[j, x].any():
+            continue  # no members or no non-members of j that another reference is OUT on
+        aucs.append(
+            [
+                roc_auc(
+                    is_member[j, x],
+                    rmia_offline(
+                        probs[j, x],
+                        mean_out[None, x],
+                        probs[j, is_population],
+                        mean_out[None, is_population],
+                        gamma,
+                        a,
+                    ),
+                )
+                for a in grid
+            ]
+        )
+    if not aucs:
+        return RMIA_OFFLINE_A, np.full(len(grid), np.nan)
+    mean_auc = np.mean(aucs, axis=0)
+    return float(grid[int(np.argmax(mean_auc))]), mean_auc
 
 
 def _probability_ratio(
