@@ -9,8 +9,11 @@ models (`dense`), side by side.
         --matched results/tables/summary.csv --dense results_dense/tables/summary.csv
 
 The two runs train identical targets (the references are the only difference), so the
-tables pair row for row. Prints, per method and density (mean over replicates), each attack's AUC
-and TPR at 1 % FPR under both, and matched minus dense; `--out` also writes it as CSV.
+tables pair row for row. For the evidence run, config/evidence_dense.yaml attacks a copy of
+its targets instead of training them again (its header gives the commands).
+
+Prints, per method and density (mean over replicates), each attack's AUC and TPR at 1 % FPR
+under both, and matched minus dense; `--out` also writes it as CSV.
 """
 
 from __future__ import annotations

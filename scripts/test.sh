@@ -26,7 +26,10 @@ snakemake --lint --cores 1 >/dev/null || { snakemake --lint --cores 1; exit 1; }
 
 echo "== tests: pytest" >&2
 status=0
-python -m pytest --durations=15 "$@" || status=$?
+# Two workers, each test module on one (its module fixtures, the workflow runs and the SLURM
+# cluster, stay single): one module's waits (SLURM polls) and single-threaded unit tests overlap
+# another's work.
+python -m pytest -n 2 --dist loadfile --durations=15 "$@" || status=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, say so.
 if [[ $status -eq 5 ]]; then
     echo "test.sh: pytest collected no tests" >&2
