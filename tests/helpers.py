@@ -73,3 +73,13 @@ FRACTIONS = {
     "shadow_out": 0.17,
     "reference": 0.08,
 }
+
+# A long sweep of every defense's strength (as config/evidence.yaml's `curves` once was), for
+# the tests of curves and their figures: independent of how many points the evidence run
+# can afford.
+SWEEPS = {
+    "dpsgd": {"dpsgd.noise_multiplier": [0.005, 0.02, 0.3]},
+    "relaxloss": {"relaxloss.alpha": [0.2, 1.0]},
+    "advreg": {"adversarial.weight": [0.3, 1.0]},
+    "distill": {"distill.temperature": [4.0, 10.0]},
+}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import changed
+from helpers import SWEEPS, changed
 from safecompress.config.curves import CURVE, curve_lines, curve_points
 from safecompress.config.methods import METHODS
 from safecompress.config.settings import (
@@ -73,14 +73,6 @@ def test_unreadable_config_file(tmp_path):
         load_yaml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(tmp_path / "missing.yaml")
-
-
-SWEEPS = {
-    "dpsgd": {"dpsgd.noise_multiplier": [0.005, 0.02, 0.3]},
-    "relaxloss": {"relaxloss.alpha": [0.2, 1.0]},
-    "advreg": {"adversarial.weight": [0.3, 1.0]},
-    "distill": {"distill.temperature": [4.0, 10.0]},
-}
 
 
 def test_curves_name_one_model_per_value_and_join_it_to_the_default_in_order():

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from helpers import SWEEPS
 from safecompress.config.curves import curve_lines, curve_points
 from safecompress.config.methods import METHODS
 from safecompress.config.settings import load_yaml
@@ -555,9 +556,10 @@ def test_tradeoff_numbers_ablation_variants_at_their_density_with_a_key():
 
 
 def evidence_curves() -> tuple[list[tuple[str, str]], dict[str, list[list[str]]]]:
-    """(method, variant) of config/evidence.yaml's curve points, and their lines."""
+    """(method, variant) of an evidence-sized sweep's curve points (helpers.SWEEPS), and
+    their lines."""
     config = load_yaml(CONFIG / "config.yaml")
-    config["curves"] = load_yaml(CONFIG / "evidence.yaml")["curves"]
+    config["curves"] = SWEEPS
     points = curve_points(config)
     return [(p.method, p.variant) for p in points], curve_lines(points, config)
 
