@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
+from torch import nn
 
 from helpers import SHORT_TRAINING
 from safecompress.compression.defenses import distill, dpsgd, miapruning, relaxloss
+from safecompress.compression.defenses.per_sample import PerSampleClipping
 from safecompress.compression.job import Job
 from safecompress.config.methods import REGISTRY
 from safecompress.config.specs import (
@@ -98,52 +99,99 @@ def sparse_model(seed=0):
     return model, engine
 
 
-def private_step_setup(noise_multiplier, max_grad_norm, batch_size):
+def clipping_case(kind):
+    """A masked model for each path through `PerSampleClipping`: an MLP (ghost norms), and a
+    convolution with a group norm and a linear layer on a sequence (Opacus's samplers)."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = build_model(MODEL, (1, 4, 4), 4)
+    elif kind == "conv":
+        model = nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.GroupNorm(1, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(48, 4),
+        )
+    else:  # (n, 1, 4, 4) -> a sequence of 4 vectors of 4 -> (n, 4, 6)
+        model = nn.Sequential(
+            nn.Flatten(1, 2), nn.Linear(4, 6), nn.ReLU(), nn.Flatten(), nn.Linear(24, 4)
+        )
+    engine = SparseEngine.random_init(model, 0.5, "erk", torch.Generator().manual_seed(0))
+    return model, {engine.layers[n].weight: m for n, m in engine.masks().items()}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "sequence"])
+def test_clipping_sums_each_samples_own_masked_gradient_clipped(data, kind):
+    model, masks = clipping_case(kind)
+    x, y = 10 * data.x[:8], data.y[:8]
+    params = [p for p in model.parameters() if p.requires_grad]
+    own = []  # each sample's gradient by its own backward pass, masked
+    for i in range(8):
+        model.zero_grad()
+        F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        own.append([p.grad * masks.get(p, 1) for p in params])
+    norms = torch.stack([torch.stack([g.norm() for g in grads]).norm() for grads in own])
+    clip = norms.median().item()  # half the samples clipped, half not
+    factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+    assert (factor < 1).sum() >= 3 and (factor == 1).sum() >= 3
+    clipping = PerSampleClipping(model)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    sums, got_norms = clipping.clipped_sum(clip, masks)
+    torch.testing.assert_close(got_norms, norms, rtol=1e-5, atol=1e-6)
+    for i, p in enumerate(params):
+        expected = sum(f * grads[i] for f, grads in zip(factor, own, strict=True))
+        torch.testing.assert_close(sums[p], expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        model(x)  # evaluation passes leave nothing behind for the next step
+    assert not clipping.inputs and not clipping.output_grads
+
+
+def private_step(data, noise_multiplier, batch_size):
+    """An SGD optimiser whose steps are DP-SGD's, on a masked MLP."""
     model, engine = sparse_model()
     sgd, _ = make_optimizer(model, TRAIN)
-    private = GradSampleModule(model, strict=False)
-    optimizer = dpsgd.MaskedDPOptimizer(
-        sgd,
-        engine,
-        noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm,
-        expected_batch_size=batch_size,
+    batches = dpsgd.PoissonBatches(
+        data.set("target_train"),
+        dataclasses.replace(TRAIN, batch_size=batch_size),
+        torch.device("cpu"),
     )
-    return model, engine, private, optimizer
+    spec = DPSGDSpec(noise_multiplier=noise_multiplier)
+    step = dpsgd.PrivateStep(PerSampleClipping(model), engine, spec, batches, torch.Generator())
+    sgd.register_step_pre_hook(step)
+    return model, engine, sgd, step
 
 
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
-def test_dpsgd_clips_each_masked_per_sample_gradient(data):
-    model, engine, private, optimizer = private_step_setup(0.0, 0.1, batch_size=8)
-    x, y = 10 * data.x[:8], data.y[:8]  # large inputs: most gradients exceed the clip
-    optimizer.zero_grad()
-    F.cross_entropy(private(x), y).backward()
+def test_dpsgd_step_gradient_is_the_clipped_sum_over_the_expected_batch(data):
+    model, engine, sgd, step = private_step(data, 0.0, batch_size=8)
     masks = {engine.layers[n].weight: m for n, m in engine.masks().items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    per_sample = [p.grad_sample.clone() * masks.get(p, 1) for p in params]
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in per_sample]).norm(dim=0)
-    assert (norms > 0.1).sum() >= 4
-    factor = (0.1 / (norms + 1e-6)).clamp(max=1.0)  # each sample's norm, all layers, <= 0.1
-    assert (factor * norms <= 0.1 + 1e-6).all() and (factor < 1).any() and (factor == 1).any()
-    assert optimizer.pre_step()  # clip, noise (none here), average: the gradient of the step
-    for p, g in zip(params, per_sample, strict=True):
-        torch.testing.assert_close(p.grad * 8, torch.einsum("i,i...", factor, g))
+    x, y = 10 * data.x[:8], data.y[:8]
+    sgd.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    checker = PerSampleClipping(model)  # a second set of hooks, on the same pass
+    sgd.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    sums, _ = checker.clipped_sum(1.0, masks)
+    step(sgd, (), {})
+    for p in model.parameters():
+        torch.testing.assert_close(p.grad * 8, sums[p])
     for weight, mask in masks.items():
         assert not weight.grad[~mask].any()
+    assert step.accountant.history == [(0.0, 8 / 96, 1)]
 
 
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_dpsgd_noise_does_not_revive_a_pruned_weight(data):
-    model, engine, private, optimizer = private_step_setup(100.0, 1.0, batch_size=16)
+    model, engine, sgd, _ = private_step(data, 100.0, batch_size=16)
     for _ in range(3):  # the SGD step alone, masks not re-applied: momentum carries no noise
-        optimizer.zero_grad()
-        F.cross_entropy(private(data.x[:16]), data.y[:16]).backward()
-        optimizer.step()
+        sgd.zero_grad()
+        F.cross_entropy(model(data.x[:16]), data.y[:16]).backward()
+        sgd.step()
     for name, mask in engine.masks().items():
         weight = engine.layers[name].weight
         assert not weight[~mask].any()
         assert weight[mask].abs().max() > 1.0  # the noise did reach the live weights
-        assert not optimizer.state[weight]["momentum_buffer"][~mask].any()
+        assert not sgd.state[weight]["momentum_buffer"][~mask].any()
 
 
 def test_dpsgd_refuses_batch_norm():

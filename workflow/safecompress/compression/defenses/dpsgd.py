@@ -1,15 +1,16 @@
-"""`dpsgd`: DP-SGD (Abadi et al., "Deep learning with differential privacy", CCS 2016) through
-Opacus, inside dynamic sparse training.
+"""`dpsgd`: DP-SGD (Abadi et al., "Deep learning with differential privacy", CCS 2016) inside
+dynamic sparse training, with Opacus's accountant and per-layer samplers.
 
 Trained sparse from the start, as DP-SGD trains from scratch: the DST of `compression.dst` in which
 every optimiser step is a DP-SGD step. Per step:
 
 1. a Poisson-sampled batch: each member joins independently with probability q = B / n
    (Opacus's `DPDataLoader`; the sampling the RDP analysis assumes);
-2. per-sample gradients (Opacus `GradSampleModule`); those of pruned weights are zeroed
-   *before* clipping, so the clipping norm C is spent on the weights that exist;
+2. per-sample gradients (`per_sample.PerSampleClipping`: ghost norms for linear layers,
+   Opacus's samplers for the rest); those of pruned weights are zeroed *before* clipping, so
+   the clipping norm C is spent on the weights that exist;
 3. each sample's gradient clipped to norm <= C, the sum plus N(0, sigma^2 C^2) noise, divided
-   by B (Opacus `DPOptimizer`);
+   by B (as Opacus's `DPOptimizer` does);
 4. the noise drawn for pruned weights is dropped and the masks re-applied after the step, so
    noise never revives a pruned weight (nor fills its momentum).
 
@@ -21,17 +22,15 @@ every step; the model reports epsilon at `dpsgd.delta` (default 1e-5, well below
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
-from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from safecompress.compression.defenses.per_sample import PerSampleClipping
 from safecompress.compression.dst import fit_dst, sparse_start
 from safecompress.compression.job import Compressed, Job
 from safecompress.config.specs import DPSGDSpec, ScheduleSpec
@@ -60,36 +59,41 @@ class PoissonBatches(TrainBatches):
             yield self._prepare(self.split.x[rows], self.split.y[rows], generator)
 
 
-class MaskedDPOptimizer(DPOptimizer):
-    """Opacus's DP-SGD step for a model whose masks `engine` owns: per-sample gradients of
-    pruned weights are zeroed before clipping, and their noise is dropped before the step."""
+class PrivateStep(Callback):
+    """DP-SGD's step, as a pre-step hook of the SGD optimiser: each parameter's gradient becomes
+    the clipped sum of its masked per-sample gradients (`PerSampleClipping`) plus
+    N(0, sigma^2 C^2) noise, dropped on pruned weights, over the expected batch size, as
+    Opacus's `DPOptimizer` forms it; the accountant counts the step. A fit callback too, so the
+    accountant and the noise's own generator resume exactly, on a GPU as well (fit restores
+    only the CPU's global generator)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, engine: SparseEngine, **kwargs: Any):
-        super().__init__(optimizer, **kwargs)
-        self.engine = engine
+    def __init__(
+        self,
+        clipping: PerSampleClipping,
+        engine: SparseEngine,
+        spec: DPSGDSpec,
+        batches: PoissonBatches,
+        noise: torch.Generator,
+    ):
+        self.clipping, self.engine, self.spec, self.noise = clipping, engine, spec, noise
+        self.batch_size, self.sample_rate = batches.batch_size, batches.sample_rate
+        self.accountant = RDPAccountant()
 
-    def _masked_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for name, mask in self.engine.masks().items():
-            yield self.engine.layers[name].weight, mask
-
-    def clip_and_accumulate(self) -> None:
-        for weight, mask in self._masked_weights():
-            weight.grad_sample.mul_(mask)  # (batch, *shape) x (*shape)
-        super().clip_and_accumulate()
-
-    def add_noise(self) -> None:
-        super().add_noise()
-        for weight, mask in self._masked_weights():
-            weight.grad.mul_(mask)
-
-
-class Accounting(Callback):
-    """The privacy accountant and the noise's own generator, as `fit`'s checkpoint holds
-    state: epsilon counts every step and the noise stream resumes exactly, on a GPU too (fit
-    restores only the CPU's global generator)."""
-
-    def __init__(self, accountant: RDPAccountant, noise: torch.Generator):
-        self.accountant, self.noise = accountant, noise
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        masks = {self.engine.layers[n].weight: m for n, m in self.engine.masks().items()}
+        sums, _ = self.clipping.clipped_sum(self.spec.max_grad_norm, masks)
+        std = self.spec.noise_multiplier * self.spec.max_grad_norm
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                noisy = sums[p] + torch.normal(
+                    0.0, std, p.shape, device=p.device, generator=self.noise
+                )
+                p.grad = (noisy * masks[p] if p in masks else noisy) / self.batch_size
+        self.accountant.step(
+            noise_multiplier=self.spec.noise_multiplier, sample_rate=self.sample_rate
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"accountant": self.accountant.state_dict(), "noise": self.noise.get_state()}
@@ -121,37 +125,18 @@ def dpsgd(job: Job, sparse: ScheduleSpec, dpsgd: DPSGDSpec) -> Compressed:
     check_private(model)
     batches = PoissonBatches(job.members(), job.train, job.device)
     sgd, scheduler = make_optimizer(model, job.train)
-    # the noise's own generator, checkpointed (see Accounting), seeded by a draw from the
+    # the noise's own generator, checkpointed (see PrivateStep), seeded by a draw from the
     # run's stream after the model's initialisation: it replays no other generator's numbers
     noise = torch.Generator(device=job.device).manual_seed(int(torch.randint(2**62, ())))
-    # strict=False: strict mode refuses every buffer, the masks included (see check_private)
-    private = GradSampleModule(model, strict=False)
-    optimizer = MaskedDPOptimizer(
-        sgd,
-        engine,
-        noise_multiplier=dpsgd.noise_multiplier,
-        max_grad_norm=dpsgd.max_grad_norm,
-        expected_batch_size=job.train.batch_size,
-        generator=noise,
+    clipping = PerSampleClipping(model)
+    step = PrivateStep(clipping, engine, dpsgd, batches, noise)
+    sgd.register_step_pre_hook(step)
+    history, updates = fit_dst(
+        job, sparse, GROWTH, model, engine, (sgd, scheduler), batches, [step]
     )
-    accountant = RDPAccountant()
-    optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(batches.sample_rate))
-    with warnings.catch_warnings():
-        # Opacus's hooks on the first layer, whose input needs no gradient: harmless
-        warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
-        history, updates = fit_dst(
-            job,
-            sparse,
-            GROWTH,
-            private,
-            engine,
-            (optimizer, scheduler),
-            batches,
-            [Accounting(accountant, noise)],
-        )
-    private.to_standard_module()
+    clipping.remove()
     report = {
-        "epsilon": accountant.get_epsilon(dpsgd.delta),
+        "epsilon": step.accountant.get_epsilon(dpsgd.delta),
         "delta": dpsgd.delta,
         "noise_multiplier": dpsgd.noise_multiplier,
         "max_grad_norm": dpsgd.max_grad_norm,
