@@ -2,6 +2,7 @@
 names every key and only paths that exist."""
 
 import ast
+import copy
 import io
 import re
 import tokenize
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from helpers import SWEEPS, changed
 from safecompress.config.curves import CURVE, curve_lines, curve_points
@@ -281,6 +283,19 @@ def documentation():
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
             if token.type == tokenize.COMMENT:
                 yield path, token.string
+
+
+def test_clean_evidence_config_is_the_evidence_setting_without_canaries():
+    evidence, clean = (
+        load_yaml(CONFIG / f"{name}.yaml") for name in ("evidence", "evidence_clean")
+    )
+    setting = ["datasets", "split_seeds", "seeds", "densities", "data", "model", "train"]
+    assert {key: clean[key] for key in setting} == {key: evidence[key] for key in setting}
+    assert (clean["shadow"], clean["sparse"]) == (evidence["shadow"], evidence["sparse"])
+    assert clean["evaluation"] == {**evidence["evaluation"], "canaries": 0}
+    merged = copy.deepcopy(DEFAULT)
+    update_config(merged, clean)  # as `snakemake --configfile` merges it onto the default
+    check_config(merged)
 
 
 def test_documentation_names_only_paths_that_exist():
