@@ -293,6 +293,10 @@ class SparseEngine:
     def masks(self) -> dict[str, torch.Tensor]:
         return {name: getattr(layer, MASK_BUFFER) for name, layer in self.layers.items()}
 
+    def weight_masks(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Each masked weight's mask, keyed by the weight itself."""
+        return {layer.weight: getattr(layer, MASK_BUFFER) for layer in self.layers.values()}
+
     @torch.no_grad()
     def apply(self) -> None:
         """Zero the weights at masked positions (call after every optimiser step)."""

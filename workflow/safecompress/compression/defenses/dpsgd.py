@@ -80,7 +80,7 @@ class PrivateStep(Callback):
         self.accountant = RDPAccountant()
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        masks = {self.engine.layers[n].weight: m for n, m in self.engine.masks().items()}
+        masks = self.engine.weight_masks()
         sums, _ = self.clipping.clipped_sum(self.spec.max_grad_norm, masks)
         std = self.spec.noise_multiplier * self.spec.max_grad_norm
         for group in optimizer.param_groups:
