@@ -249,11 +249,12 @@ def run(target, shadow, names, seed=0, reference_margin=1.0, adversaries=None):
 
 
 @pytest.mark.slow
-def test_network_attacks_use_a_given_adversary_and_fit_the_same_one_without():
-    """The workflow fits nasr and whitebox once per seed and passes them in; without them the
-    attack fits the same networks on the shadow signals (same seed), so the scores agree."""
+def test_learned_attacks_use_a_given_adversary_and_fit_the_same_one_without():
+    """The workflow fits nasr and whitebox once per seed and passes them in, and steps.attack
+    fits every learned attacker once for the evaluated samples and the canaries; without them
+    the attack fits the same attackers on the shadow signals (same seed): the scores agree."""
     target, shadow = leaky_signals(seed=0)
-    names = list(attacks.NETWORK_ATTACKS)
+    names = list(attacks.FIT_ADVERSARY)
     _, fitted_here = run(target, shadow, names, seed=0)
     rng = np.random.default_rng(11)  # the features run() draws for the shadow signals
     rng.normal(size=(len(target), 8))

@@ -185,7 +185,8 @@ def test_every_schema_enum_is_a_python_constant():
     assert found.keys() == expected.keys()
     for path, values in found.items():
         assert sorted(values) == sorted(expected[path]), path
-    assert specs.NETWORK_ATTACKS == attacks.NETWORK_ATTACKS == tuple(attacks.FIT_ADVERSARY)
+    assert specs.NETWORK_ATTACKS == attacks.NETWORK_ATTACKS
+    assert set(attacks.NETWORK_ATTACKS) < set(attacks.FIT_ADVERSARY)
     split = schema()["properties"]["data"]["additionalProperties"]["properties"]["split"]
     assert tuple(split["properties"]) == splits.SPLIT_SETS == tuple(split["required"])
 

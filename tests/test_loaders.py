@@ -295,3 +295,9 @@ def test_tokenizer_missing_offline_names_the_key_and_the_fix(tmp_path):
     spec = text_spec(name="reviews", data_files=write_parquet(tmp_path), tokenizer="org/missing")
     with pytest.raises(FileNotFoundError, match="tokenizer 'org/missing' not found.*hf download"):
         load_pool(spec)
+
+
+def test_images_other_than_bytes_are_refused():
+    """The standardisation tabulates a channel's 256 values: other images would be misread."""
+    with pytest.raises(TypeError, match="uint8"):
+        sources._normalised(np.zeros((2, 4, 4), dtype=np.float32), np.zeros(2, np.int64), 2)

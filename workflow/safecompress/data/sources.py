@@ -206,13 +206,24 @@ def _tiny_imagenet(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, 
 
 def _normalised(images: np.ndarray, labels: np.ndarray, n_classes: int) -> Pool:
     """uint8 images (n, H, W[, C]) as float32 (n, C, H, W), every channel standardised to mean 0
-    and sd 1 over the pool, so every model sees the same scale whatever the data set."""
+    and sd 1 over the pool, so every model sees the same scale whatever the data set.
+
+    A channel takes at most 256 values: its mean and sd come from their counts, and its pixels
+    from a table of 256 (the same numbers as standardising every pixel, at a fraction of the
+    time: every job loads the pool)."""
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
-    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
-    for channel in x.transpose(1, 0, 2, 3):  # views: normalised in place, one channel at a time
-        channel -= channel.mean(dtype=np.float64)
-        channel /= channel.std(dtype=np.float64) + 1e-8
+    levels = np.arange(256, dtype=np.float32)
+    x = np.empty((len(images), images.shape[3], *images.shape[1:3]), dtype=np.float32)
+    for c in range(images.shape[3]):
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+        n = counts.sum()
+        centred = (levels - counts @ levels.astype(np.float64) / n).astype(np.float32)
+        deviation = centred.astype(np.float64) - counts @ centred.astype(np.float64) / n
+        sd = np.sqrt(counts @ deviation**2 / n)
+        x[:, c] = (centred / (sd + 1e-8)).astype(np.float32)[images[..., c]]
     return Pool(x=x, y=labels, n_classes=n_classes)
 
 

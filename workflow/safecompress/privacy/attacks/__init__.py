@@ -21,6 +21,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,9 +73,9 @@ class AttackInputs:
     shadow: Signals  # every shadow model on its own members and non-members, pooled
     references: np.ndarray  # (K, n, C) each shadow model's logits on the evaluated samples
     population: Population
-    # fitted adversaries of the network attacks (NETWORK_ATTACKS) by name; one not given is
-    # fitted here on `shadow` (the same network: the fit depends on `shadow` and the seed)
-    adversaries: Mapping[str, nn.Module] = field(default_factory=dict)
+    # fitted attackers of the learned attacks (FIT_ADVERSARY) by name; one not given is fitted
+    # here on `shadow` (the same attacker: the fit depends on `shadow` and the seed)
+    adversaries: Mapping[str, Any] = field(default_factory=dict)
 
 
 Result = tuple[np.ndarray, np.ndarray]  # (scores, 0/1 predictions) on the target's samples
@@ -95,15 +96,10 @@ def _threshold(metric: str) -> Callable[[AttackInputs, int], Result]:
     return attack
 
 
-def _nn(inputs: AttackInputs, seed: int) -> Result:
-    shadow, target = inputs.shadow, inputs.target
-    classifier = learned.fit_nn_attack(
+def _fit_nn(shadow: Signals, seed: int) -> Any:
+    return learned.fit_nn_attack(
         learned.nn_attack_features(shadow.logits, shadow.labels), shadow.is_member, seed
     )
-    scores = learned.nn_member_probability(
-        classifier, learned.nn_attack_features(target.logits, target.labels)
-    )
-    return scores, scores >= learned.NN_DECISION_PROBABILITY
 
 
 def _fit_nasr(shadow: Signals, seed: int) -> nn.Module:
@@ -118,25 +114,35 @@ def _fit_whitebox(shadow: Signals, seed: int) -> nn.Module:
     )
 
 
-# The learned attacks that train a torch network. They read only the shadow models, so the
-# workflow fits each once per data set and seed (steps.fit_attackers) for every target.
-FIT_ADVERSARY: dict[str, Callable[[Signals, int], nn.Module]] = {
+# The learned attacks. Each attacker reads only the shadow models, so it is fitted once for
+# every set of target samples; the workflow fits the torch networks (NETWORK_ATTACKS) once per
+# recipe or seed (steps.fit_attackers, steps.references) for every target.
+FIT_ADVERSARY: dict[str, Callable[[Signals, int], Any]] = {
+    "nn": _fit_nn,
     "nasr": _fit_nasr,
     "whitebox": _fit_whitebox,
 }
 NETWORK_ATTACKS = tuple(learned.ADVERSARIES)
 
 
-def _adversary(inputs: AttackInputs, name: str, seed: int) -> nn.Module:
+def _adversary(inputs: AttackInputs, name: str, seed: int) -> Any:
     given = inputs.adversaries.get(name)
     return FIT_ADVERSARY[name](inputs.shadow, seed) if given is None else given
 
 
 def with_adversaries(inputs: AttackInputs, attacks: Sequence[str], seed: int) -> AttackInputs:
-    """`inputs` with the adversary of every network attack among `attacks` fitted, so that
+    """`inputs` with the attacker of every learned attack among `attacks` fitted, so that
     attacks on several sets of target samples (the evaluated ones, the canaries) fit each once."""
-    fitted = {name: _adversary(inputs, name, seed) for name in attacks if name in NETWORK_ATTACKS}
+    fitted = {name: _adversary(inputs, name, seed) for name in attacks if name in FIT_ADVERSARY}
     return dataclasses.replace(inputs, adversaries=fitted)
+
+
+def _nn(inputs: AttackInputs, seed: int) -> Result:
+    target = inputs.target
+    scores = learned.nn_member_probability(
+        _adversary(inputs, "nn", seed), learned.nn_attack_features(target.logits, target.labels)
+    )
+    return scores, scores >= learned.NN_DECISION_PROBABILITY
 
 
 def _nasr(inputs: AttackInputs, seed: int) -> Result:
