@@ -202,6 +202,31 @@ def test_safety_weight_changes_which_candidate_wins():
     assert at_first[1]["leakage"] == group["leakage"].min()
 
 
+def test_a_kept_clipping_candidate_is_the_run_that_clips_from_its_update_on(tmp_path):
+    """A clipping candidate clips its look-ahead steps, and once kept the loop's model clips
+    until the next update, where DST's own candidate does not: kept at every update here, it
+    is the run whose only candidate clips, bit for bit, also resumed from a checkpoint taken
+    while the loop clips. A norm that never binds is DST."""
+    clipping = Strategy(1.0, "gradient", clip=0.01)
+    alone, _, _ = run(safecompress_factory([clipping], lookahead=(2,)))
+    factory = safecompress_factory([DST_STRATEGY, clipping], lookahead=(2,))
+    chosen, _, update = run(factory)
+    log = pd.DataFrame(update.records)
+    assert log["clip"].tolist() == [0.0, 0.01] * 3 and log[log["selected"]]["candidate"].eq(1).all()
+    same_state(alone, chosen)
+    assert update.clipped.norm == 0.01
+    # the update at 10 is decided at 12, the end of epoch 2: the loop clips from there on
+    checkpoint = killed_at(factory, 14, tmp_path)
+    assert torch.load(checkpoint.path, weights_only=True)["callbacks"][1]["clip"] == 0.01
+    resumed, _, _ = run(factory, checkpoint=checkpoint)
+    same_state(alone, resumed)
+    dst_model, _, _ = run(dst_factory())
+    assert not torch.equal(dst_model.state_dict()["1.weight"], alone.state_dict()["1.weight"])
+    unbound, _, _ = run(safecompress_factory([Strategy(1.0, "gradient", clip=1e9)]))
+    for x, y in zip(dst_model.state_dict().values(), unbound.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y)
+
+
 def test_lookahead_must_end_before_the_next_update():
     with pytest.raises(ValueError, match="update_interval"):
         run(safecompress_factory([DST_STRATEGY], lookahead=(2, 6)))
@@ -213,29 +238,42 @@ class Killed(Exception):
     pass
 
 
-def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
-    """The copies, the halving state and the generators are checkpointed: a run stopped
-    while a selection spans the end of an epoch resumes to the same model and log."""
-    schedule = Schedule(interval=6, prune_fraction=0.5, end_step=20)  # updates at 6, 12, 18
-    strategies = [Strategy(1.0, "gradient"), Strategy(1.0, "random"), Strategy(1.5, "leakage")]
-    factory = safecompress_factory(strategies, lookahead=(1, 4), schedule=schedule)
-    reference, _, reference_update = run(factory)
+def killed_at(factory, step, tmp_path):
+    """Run `factory`'s update with a checkpoint every epoch until it is killed at `step`;
+    the checkpoint."""
 
-    def killed_at_14(*args):
+    def killed(*args):
         update = factory(*args)
         after_step = update.after_step
 
-        def hook(step):
-            if step == 14:  # epoch 2 ended at step 12, the selection begun there is in flight
+        def hook(at):
+            if at == step:
                 raise Killed
-            after_step(step)
+            after_step(at)
 
         update.after_step = hook
         return update
 
     checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "test")
     with pytest.raises(Killed):
-        run(killed_at_14, checkpoint=checkpoint)
+        run(killed, checkpoint=checkpoint)
+    return checkpoint
+
+
+def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
+    """The copies, the halving state and the generators are checkpointed: a run stopped
+    while a selection spans the end of an epoch resumes to the same model and log."""
+    schedule = Schedule(interval=6, prune_fraction=0.5, end_step=20)  # updates at 6, 12, 18
+    strategies = [
+        Strategy(1.0, "gradient"),
+        Strategy(1.0, "random", clip=0.05),  # its clipping resumes too, in a copy or the loop
+        Strategy(1.5, "leakage"),
+    ]
+    factory = safecompress_factory(strategies, lookahead=(1, 4), schedule=schedule)
+    reference, _, reference_update = run(factory)
+
+    # epoch 2 ended at step 12, the selection begun there is in flight at 14
+    checkpoint = killed_at(factory, 14, tmp_path)
     saved = torch.load(checkpoint.path, weights_only=True)
     assert saved["epoch"] == 2 and saved["callbacks"][1]["selection"]["start"] == 12
     assert len(saved["callbacks"][1]["selection"]["copies"]) == 2

@@ -16,7 +16,7 @@ from torch import nn
 
 from helpers import SHORT_TRAINING
 from safecompress.compression.defenses import distill, dpsgd, miapruning, relaxloss
-from safecompress.compression.defenses.per_sample import PerSampleClipping
+from safecompress.compression.defenses.per_sample import ClippedSteps, PerSampleClipping
 from safecompress.compression.job import Job
 from safecompress.config.methods import REGISTRY
 from safecompress.config.specs import (
@@ -177,6 +177,36 @@ def test_dpsgd_step_gradient_is_the_clipped_sum_over_the_expected_batch(data):
     for weight, mask in masks.items():
         assert not weight.grad[~mask].any()
     assert step.accountant.history == [(0.0, 8 / 96, 1)]
+
+
+def test_clipped_steps_take_the_mean_clipped_gradient_and_at_zero_the_plain_one(data):
+    model, engine = sparse_model()
+    sgd, _ = make_optimizer(model, TRAIN)
+    clipped = ClippedSteps(model, engine, sgd)
+    masks = engine.weight_masks()
+    x, y = 10 * data.x[:8], data.y[:8]
+    clipped.set(0.5)
+    checker = PerSampleClipping(model)  # a second set of hooks, on the same pass
+    sgd.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    plain = {p: p.grad.clone() for p in model.parameters()}
+    sums, norms = checker.clipped_sum(0.5, masks)
+    assert (norms > 0.5).sum() >= 4  # the clipping binds
+    clipped(sgd, (), {})
+    for p in model.parameters():
+        mask = masks.get(p, torch.ones_like(p, dtype=torch.bool))
+        torch.testing.assert_close(p.grad[mask], sums[p][mask] / 8)
+        assert torch.equal(p.grad[~mask], plain[p][~mask])  # pruned: what growth reads
+    checker.remove()
+    clipped.set(0.0)
+    assert not any(module._forward_hooks for module in model.modules())
+    sgd.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    clipped(sgd, (), {})
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), plain, strict=True))
+    with pytest.raises(ValueError, match="clipping norm"):
+        clipped.set(-1.0)
 
 
 def test_dpsgd_noise_does_not_revive_a_pruned_weight(data):

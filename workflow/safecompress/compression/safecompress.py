@@ -89,6 +89,7 @@ def safecompress(
         # influence training, so the selection does not read these logits.
         update.watched = job.data.take(watched)
     history = train_sparse(job, model, engine, train, (optimizer, scheduler), callbacks)
+    update.clipped.set(0.0)  # the model leaves without the clipping candidates' hooks
     table, arrays = update.table(), {}
     if safecompress.log_candidates:
         arrays = {

@@ -10,6 +10,11 @@ half goes on, until one is left: the candidate with the best `val_acc - lambda *
 The loop's model is always one of the candidates (the "live" one); the others are copies
 trained beside it on the same batches. So the kept candidate has taken exactly the loop's SGD
 steps on the loop's data, the same as DST: look-ahead costs time, never extra training.
+
+A candidate may also differ in how it trains: with `Strategy.clip`, every step of its
+look-ahead clips each sample's gradient (DP-SGD's clipping, no noise), and if it is kept the
+loop's model trains so until the next update, where DST's own candidate does not clip. So the
+test chooses the clipping per update, as it chooses the mask.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from safecompress.compression.defenses.per_sample import ClippedSteps
 from safecompress.compression.safety import Leakage, SafetyTest
 from safecompress.config.specs import ScheduleSpec, Strategy
 from safecompress.data.batches import SharedBatches
@@ -139,14 +145,16 @@ class DSTUpdate(LoggedUpdate):
 
 
 class _Copy:
-    """A candidate trained beside the loop's model: its own copy, optimiser and masks. Copies
-    are made once and reused, set to the loop's state at each update (`sync`)."""
+    """A candidate trained beside the loop's model: its own copy, optimiser, masks and
+    clipping. Copies are made once, before the loop's model carries any hook, and reused, set
+    to the loop's state at each update (`sync`)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model = copy.deepcopy(model)
         self.optimizer = type(optimizer)(self.model.parameters(), **optimizer.defaults)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
         self.engine = SparseEngine(self.model)
+        self.clipped = ClippedSteps(self.model, self.engine, self.optimizer)
 
     def sync(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> _Copy:
         """Take over `model`'s weights and masks and `optimizer`'s state."""
@@ -210,6 +218,7 @@ class SafeCompressUpdate(LoggedUpdate):
         "prune",
         "init",
         "budget",
+        "clip",
         "prune_fraction",
         "moved",
         "val_acc",
@@ -262,7 +271,9 @@ class SafeCompressUpdate(LoggedUpdate):
         # row of the log: for the validity analysis only, never read by the selection.
         self.watched: Samples | None = None
         self.watch_log: list[torch.Tensor] = []
-        self.spares: list[_Copy] = []  # copies not in use
+        # the loop's clipping: the kept candidate's (`Strategy.clip`) until the next update
+        self.clipped = ClippedSteps(model, engine, optimizer)
+        self.spares = [_Copy(model, optimizer) for _ in strategies[1:]]  # copies not in use
         self.copies: dict[int, _Copy] = {}
         self._idle()
 
@@ -315,12 +326,12 @@ class SafeCompressUpdate(LoggedUpdate):
                 "prune_fraction": fraction * strategy.scale,
                 "moved": sum(grown.values()),
             }
+            self._clipped(index).set(strategy.clip)
         self.start, self.rung, self.alive, self.live = step, 0, list(range(len(proposals))), 0
 
     def _spare(self) -> _Copy:
         """A copy in the loop's current state."""
-        spare = self.spares.pop() if self.spares else _Copy(self.model, self.optimizer)
-        return spare.sync(self.model, self.optimizer)
+        return self.spares.pop().sync(self.model, self.optimizer)
 
     def _engine(self, index: int) -> tuple[SparseEngine, torch.optim.Optimizer]:
         if index == self.live:
@@ -329,6 +340,9 @@ class SafeCompressUpdate(LoggedUpdate):
 
     def _model(self, index: int) -> nn.Module:
         return self.model if index == self.live else self.copies[index].model
+
+    def _clipped(self, index: int) -> ClippedSteps:
+        return self.clipped if index == self.live else self.copies[index].clipped
 
     def _test(self, step: int) -> None:
         """Safety-test every candidate in the race; the better half goes on (one at the last
@@ -364,7 +378,7 @@ class SafeCompressUpdate(LoggedUpdate):
                     "strategy": strategy.name,
                     **{
                         key: getattr(strategy, key)
-                        for key in ("scale", "growth", "prune", "init", "budget")
+                        for key in ("scale", "growth", "prune", "init", "budget", "clip")
                     },
                     **self.made[index],
                     **metrics,
@@ -401,6 +415,7 @@ class SafeCompressUpdate(LoggedUpdate):
             for param, source in zip(self.model.parameters(), best.model.parameters(), strict=True):
                 param.grad = None if source.grad is None else source.grad.clone()
             self.live = survivors[0]
+            self.clipped.set(self.strategies[self.live].clip)
             self.spares.append(best)
         self.alive = [index for index in self.alive if index in survivors]
         self.spares.extend(c for i, c in self.copies.items() if i not in survivors)
@@ -437,6 +452,7 @@ class SafeCompressUpdate(LoggedUpdate):
                 "copies": {i: c.state_dict() for i, c in self.copies.items()},
             },
             "watched": list(self.watch_log),
+            "clip": self.clipped.norm,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -451,3 +467,5 @@ class SafeCompressUpdate(LoggedUpdate):
         for index, copy_state in selection["copies"].items():
             self.copies[index] = self._spare()
             self.copies[index].load_state_dict(copy_state)
+            self.copies[index].clipped.set(self.strategies[index].clip)
+        self.clipped.set(state["clip"])

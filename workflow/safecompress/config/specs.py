@@ -89,14 +89,16 @@ class MagnitudeSpec:
 @dataclass(frozen=True)
 class Strategy:
     """One way to make a mask update: scale of the scheduled prune fraction, growth criterion,
-    and (defaults: DST's own) prune criterion, where grown weights start, and whether each
-    layer keeps its budget (see `sparse`)."""
+    and (defaults: DST's own) prune criterion, where grown weights start, whether each layer
+    keeps its budget (see `sparse`), and the clipping the candidate trains under until the
+    next update if it is kept."""
 
     scale: float
     growth: str
     prune: str = "magnitude"
     init: str = "zero"
     budget: str = "layer"
+    clip: float = 0.0  # per-sample gradient norm bound while the candidate trains (0: none)
 
     @property
     def name(self) -> str:

@@ -17,12 +17,15 @@ embedding, a norm) takes its per-sample gradients from Opacus's sampler for its 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from opacus.grad_sample import GradSampleModule
 from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+
+from safecompress.sparse.engine import SparseEngine
 
 # A layer's part of the step: each sample's squared gradient norm, and the clipped sum of its
 # parameters' gradients given each sample's clipping factor.
@@ -126,3 +129,39 @@ class PerSampleClipping:
         for _, clipped in parts:
             sums.update(clipped(factor))
         return sums, norms
+
+
+class ClippedSteps:
+    """Per-sample gradient clipping without noise, as a pre-step hook of a model's optimiser:
+    on the active weights, a step's gradient becomes the batch mean of every sample's masked
+    gradient clipped to norm `norm` (DP-SGD's clipping; the SafeCompress candidates that clip,
+    `Strategy.clip`). The norm may change between steps; at 0 the model carries no hooks and
+    the hook does nothing, so the step is the plain one, bit for bit."""
+
+    def __init__(self, model: nn.Module, engine: SparseEngine, optimizer: torch.optim.Optimizer):
+        self.model, self.engine, self.norm = model, engine, 0.0
+        self.clipping: PerSampleClipping | None = None
+        optimizer.register_step_pre_hook(self)
+
+    def set(self, norm: float) -> None:
+        """Clip the coming steps to `norm` (0: not at all)."""
+        if norm < 0:
+            raise ValueError(f"a clipping norm must be >= 0, got {norm}")
+        if norm and self.clipping is None:
+            self.clipping = PerSampleClipping(self.model)
+        elif not norm and self.clipping is not None:
+            self.clipping.remove()
+            self.clipping = None
+        self.norm = norm
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.clipping is None:
+            return
+        masks = self.engine.weight_masks()
+        sums, norms = self.clipping.clipped_sum(self.norm, masks)
+        for parameter, total in sums.items():
+            mean = total / len(norms)
+            # a pruned weight keeps its plain gradient, which only the growth criteria read
+            # (RigL's regrowth), as in DST; its step is undone by the masks
+            mask = masks.get(parameter)
+            parameter.grad = mean if mask is None else torch.where(mask, mean, parameter.grad)
