@@ -490,12 +490,16 @@ def test_tradeoff_leaves_out_an_unresolved_tpr():
     assert dst not in [line.get_label() for line in tpr_axes.get_lines()]
 
 
-@pytest.mark.slow
-def test_tradeoff_adds_the_canaries_worst_case_panels_where_the_table_has_them():
-    summary = make_summary()
+def with_canaries(summary: pd.DataFrame) -> pd.DataFrame:
+    """`summary` with the canaries' worst-case metrics, a little above its AUC."""
     worst = {metric: summary["auc"] + 0.1 for metric in metrics.WORST_CASE_METRICS}
     worst |= {f"{m}_ci_{end}": worst[m] for m in worst for end in ("low", "high")}
-    figure = figures.tradeoff(make_paper_table(summary.assign(**worst)), "loss")
+    return summary.assign(**worst)
+
+
+@pytest.mark.slow
+def test_tradeoff_adds_the_canaries_worst_case_panels_where_the_table_has_them():
+    figure = figures.tradeoff(make_paper_table(with_canaries(make_summary())), "loss")
     assert len(figure.axes) == 4 * len(DATASETS) * len(DENSITIES)
     labels = [axes.get_xlabel() for axes in figure.axes[:4]]
     assert labels[2].startswith("Worst-case AUC") and labels[3].startswith("Worst-case TPR")
@@ -538,7 +542,7 @@ def test_tradeoff_numbers_ablation_variants_at_their_density_with_a_key():
     )
     variant_table = make_paper_table(variants)
     figure = figures.tradeoff(make_paper_table(), "loss", variant_table)
-    by_density = {axes.get_title().split(":")[0]: axes for axes in figure.axes[::2]}
+    by_density = {axes.get_title().splitlines()[0]: axes for axes in figure.axes[::2]}
     panel = by_density[f"{DATASETS[0]}, density 0.1"]
     badges = {text.get_text(): text for text in panel.texts if text.get_text()}
     assert set(badges) == {"1", "2"}  # sweep by sweep: lambda first
@@ -1045,20 +1049,21 @@ def test_no_two_labels_overlap(name):
 @pytest.mark.slow
 def test_evidence_sized_tradeoff_has_no_overlapping_labels(tmp_path):
     """The evidence run's trade-off (config/evidence.yaml): dense and every method at
-    densities 0.1 and 0.05, every defense's curve points, five seeds, eight attacks, a dozen
-    ablation variants crowding the density-0.1 panels; every text, the variants' numbers
-    included, stands clear of the rest."""
+    densities 0.1 and 0.05, every defense's curve points, five seeds, eight attacks, the
+    canaries' panels, a dozen ablation variants crowding the density-0.1 panels; every text,
+    the variants' numbers and the panels' titles included, stands clear of the rest."""
     seeds = tuple(range(5))
     points, lines = evidence_curves()
     models = with_curves(model_grid(("fashion_mnist",), (0.1, 0.05)), points)
     assert {method for _, method, _, _ in models} == {"dense", *METHODS}
     variants = [("fashion_mnist", "safecompress", variant, 0.1) for variant in EVIDENCE_VARIANTS]
     figure = figures.tradeoff(
-        make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, models)),
+        make_paper_table(with_canaries(make_summary(seeds, EVIDENCE_ATTACKS, models))),
         "strongest",
-        make_paper_table(make_summary(seeds, EVIDENCE_ATTACKS, variants)),
+        make_paper_table(with_canaries(make_summary(seeds, EVIDENCE_ATTACKS, variants))),
         lines,
     )
+    assert figure.axes[2].get_xlabel().startswith("Worst-case AUC")  # four panels a row
     crowded = figure.axes[0]
     numbers = [int(text.get_text()) for text in crowded.texts if text.get_text()]
     assert sorted(numbers) == list(range(1, 13))

@@ -477,8 +477,9 @@ def tradeoff(
             axes.axvline(CHANCE_LEVEL[metric], **CHANCE_STYLE)
             _note_if_empty(axes, points["mean_x"])
             axes.set(
-                title=f"{dataset}, density {density:g}: {label.removeprefix('Attack ')}",
-                xlabel=f"{label} ({named})",
+                # two lines: four panels a row leave no room for one
+                title=f"{dataset}, density {density:g}\n{label.removeprefix('Attack ')}",
+                xlabel=f"{label}\n({named})",
                 ylabel=ACCURACY_LABEL if column == 0 else None,
             )
     variant_note = "numbered: SafeCompress ablation variants; " if numbers else ""
