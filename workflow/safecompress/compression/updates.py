@@ -20,6 +20,7 @@ test chooses the clipping per update, as it chooses the mask.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -376,10 +377,7 @@ class SafeCompressUpdate(LoggedUpdate):
                     "lookahead": step - self.start,
                     "candidate": index,
                     "strategy": strategy.name,
-                    **{
-                        key: getattr(strategy, key)
-                        for key in ("scale", "growth", "prune", "init", "budget", "clip")
-                    },
+                    **dataclasses.asdict(strategy),
                     **self.made[index],
                     **metrics,
                     "leakage_diff_se": leakage.diff_se(best),
