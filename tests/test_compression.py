@@ -202,27 +202,36 @@ def test_safety_weight_changes_which_candidate_wins():
     assert at_first[1]["leakage"] == group["leakage"].min()
 
 
-def test_a_kept_clipping_candidate_is_the_run_that_clips_from_its_update_on(tmp_path):
-    """A clipping candidate clips its look-ahead steps, and once kept the loop's model clips
-    until the next update, where DST's own candidate does not: kept at every update here, it
-    is the run whose only candidate clips, bit for bit, also resumed from a checkpoint taken
-    while the loop clips. A norm that never binds is DST."""
-    clipping = Strategy(1.0, "gradient", clip=0.01)
-    alone, _, _ = run(safecompress_factory([clipping], lookahead=(2,)))
-    factory = safecompress_factory([DST_STRATEGY, clipping], lookahead=(2,))
+# How a candidate trains otherwise than DST's, a value that binds on the toy data (the toy's
+# loss stays above 1, so RelaxLoss needs a target above it), and one that never binds.
+TRAINED_OTHERWISE = {"clip": (0.01, 1e9), "relax": (2.0, 1e-9)}
+
+
+@pytest.mark.parametrize("key", TRAINED_OTHERWISE)
+def test_a_kept_candidate_trains_so_until_the_next_update(tmp_path, key):
+    """A candidate that clips (or trains on RelaxLoss's objective) does so in its look-ahead,
+    and once kept the loop's model does so until the next update, where DST's own candidate
+    does not: kept at every update here, it is the run whose only candidate does so, bit for
+    bit, also resumed from a checkpoint taken while the loop does so. A value that never binds
+    is DST."""
+    binds, never = TRAINED_OTHERWISE[key]
+    otherwise = Strategy(1.0, "gradient", **{key: binds})
+    alone, _, _ = run(safecompress_factory([otherwise], lookahead=(2,)))
+    factory = safecompress_factory([DST_STRATEGY, otherwise], lookahead=(2,))
     chosen, _, update = run(factory)
     log = pd.DataFrame(update.records)
-    assert log["clip"].tolist() == [0.0, 0.01] * 3 and log[log["selected"]]["candidate"].eq(1).all()
+    assert log[key].tolist() == [0.0, binds] * 3 and log[log["selected"]]["candidate"].eq(1).all()
     same_state(alone, chosen)
-    assert update.clipped.norm == 0.01
-    # the update at 10 is decided at 12, the end of epoch 2: the loop clips from there on
-    checkpoint = killed_at(factory, 14, tmp_path)
-    assert torch.load(checkpoint.path, weights_only=True)["callbacks"][1]["clip"] == 0.01
+    # the update at 15 is decided at 17: the loop trains so at the end of epoch 3 (step 18,
+    # an odd epoch: RelaxLoss's parity must resume too)
+    checkpoint = killed_at(factory, 20, tmp_path)
+    saved = torch.load(checkpoint.path, weights_only=True)
+    assert saved["step"] == 18 and saved["callbacks"][1][key] == binds
     resumed, _, _ = run(factory, checkpoint=checkpoint)
     same_state(alone, resumed)
     dst_model, _, _ = run(dst_factory())
     assert not torch.equal(dst_model.state_dict()["1.weight"], alone.state_dict()["1.weight"])
-    unbound, _, _ = run(safecompress_factory([Strategy(1.0, "gradient", clip=1e9)]))
+    unbound, _, _ = run(safecompress_factory([Strategy(1.0, "gradient", **{key: never})]))
     for x, y in zip(dst_model.state_dict().values(), unbound.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y)
 
@@ -267,6 +276,7 @@ def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
     strategies = [
         Strategy(1.0, "gradient"),
         Strategy(1.0, "random", clip=0.05),  # its clipping resumes too, in a copy or the loop
+        Strategy(1.0, "gradient", relax=2.0),  # and its objective, in its epoch's parity
         Strategy(1.5, "leakage"),
     ]
     factory = safecompress_factory(strategies, lookahead=(1, 4), schedule=schedule)
@@ -276,7 +286,7 @@ def test_a_selection_in_flight_at_a_checkpoint_resumes_exactly(tmp_path):
     checkpoint = killed_at(factory, 14, tmp_path)
     saved = torch.load(checkpoint.path, weights_only=True)
     assert saved["epoch"] == 2 and saved["callbacks"][1]["selection"]["start"] == 12
-    assert len(saved["callbacks"][1]["selection"]["copies"]) == 2
+    assert len(saved["callbacks"][1]["selection"]["copies"]) == len(strategies) - 1
     resumed, _, resumed_update = run(factory, checkpoint=checkpoint)
     same_state(reference, resumed)
     pd.testing.assert_frame_equal(reference_update.table(), resumed_update.table())

@@ -68,6 +68,14 @@ def test_bad_config_names_the_key(path, value, message):
     assert "\n" not in str(caught.value)
 
 
+def test_candidates_relaxed_under_relaxloss_are_refused():
+    relaxed = [{"scale": 1.0, "growth": "gradient", "relax": 0.5}]
+    config = changed(DEFAULT, "safecompress.strategies", relaxed)
+    check_config(changed(config, "methods", ["safecompress"]))
+    with pytest.raises(ConfigError, match=r"strategies\[\]\.relax: safecompress_relaxloss"):
+        check_config(changed(config, "methods", ["safecompress", "safecompress_relaxloss"]))
+
+
 def test_unreadable_config_file(tmp_path):
     bad = tmp_path / "config.yaml"
     bad.write_text("datasets: [digits\n")

@@ -15,7 +15,7 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 from helpers import SHORT_TRAINING
-from safecompress.compression.defenses import distill, dpsgd, miapruning, relaxloss
+from safecompress.compression.defenses import distill, dpsgd, miapruning, relax_objective, relaxloss
 from safecompress.compression.defenses.per_sample import ClippedSteps, PerSampleClipping
 from safecompress.compression.job import Job
 from safecompress.config.methods import REGISTRY
@@ -263,17 +263,17 @@ def test_relaxloss_objective_branches():
     logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]], requires_grad=True)
     labels = torch.tensor([0, 0])  # the first is classified correctly, the second not
     ce = F.cross_entropy(logits, labels)
-    assert relaxloss.relaxloss_objective(logits, labels, True, 0.1, 1.0) == ce  # above alpha
+    assert relax_objective.relaxloss_objective(logits, labels, True, 0.1, 1.0) == ce  # above alpha
     alpha = ce.item() + 1
-    ascent = relaxloss.relaxloss_objective(logits, labels, True, alpha, 1.0)
+    ascent = relax_objective.relaxloss_objective(logits, labels, True, alpha, 1.0)
     (grad_ascent,) = torch.autograd.grad(ascent, logits)
     (grad_ce,) = torch.autograd.grad(ce, logits)
     torch.testing.assert_close(grad_ascent, -grad_ce)
-    soft = relaxloss.flattened_labels(logits, labels, 1.0)
+    soft = relax_objective.flattened_labels(logits, labels, 1.0)
     p = logits.detach().softmax(1)
     torch.testing.assert_close(soft[0], torch.stack([p[0, 0], *(1 - p[0, 0]).repeat(2) / 2]))
-    assert relaxloss.flattened_labels(logits, labels, 0.5)[0, 0] == 0.5  # the cap
-    flat = relaxloss.relaxloss_objective(logits, labels, False, alpha, 1.0)
+    assert relax_objective.flattened_labels(logits, labels, 0.5)[0, 0] == 0.5  # the cap
+    flat = relax_objective.relaxloss_objective(logits, labels, False, alpha, 1.0)
     expected = (
         -(soft[0] * logits[0].log_softmax(0)).sum()
         + F.cross_entropy(logits[1:], labels[1:])  # misclassified: plain cross-entropy

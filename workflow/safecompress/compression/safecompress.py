@@ -49,6 +49,8 @@ def safecompress(
 ) -> Compressed:
     """Dynamic sparse training with safety-test-driven candidate selection (with adversarial
     training or RelaxLoss's objective, if given: the candidates train under the same term)."""
+    if relaxloss is not None and any(s.relax for s in safecompress.strategies):
+        raise ValueError("candidates with their own RelaxLoss target (relax) under RelaxLoss")
     train = SharedBatches(job.members(), job.train, job.device)
     model, engine, start = sparse_start(job, sparse)
     optimizer, scheduler = make_optimizer(model, job.train)

@@ -12,9 +12,10 @@ trained beside it on the same batches. So the kept candidate has taken exactly t
 steps on the loop's data, the same as DST: look-ahead costs time, never extra training.
 
 A candidate may also differ in how it trains: with `Strategy.clip`, every step of its
-look-ahead clips each sample's gradient (DP-SGD's clipping, no noise), and if it is kept the
-loop's model trains so until the next update, where DST's own candidate does not clip. So the
-test chooses the clipping per update, as it chooses the mask.
+look-ahead clips each sample's gradient (DP-SGD's clipping, no noise); with `Strategy.relax`,
+it trains on RelaxLoss's objective at that target loss. If it is kept the loop's model trains
+so until the next update, where DST's own candidate trains plainly again. So the test chooses
+the clipping and the objective per update, as it chooses the mask.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from safecompress.compression.defenses.per_sample import ClippedSteps
+from safecompress.compression.defenses.relax_objective import is_ascent_epoch, relaxloss_penalty
 from safecompress.compression.safety import Leakage, SafetyTest
 from safecompress.config.specs import ScheduleSpec, Strategy
 from safecompress.data.batches import SharedBatches
@@ -45,7 +48,7 @@ from safecompress.sparse.engine import (
     scheduled_prune_fraction,
 )
 from safecompress.training.devices import predict_logits
-from safecompress.training.loop import Callback, train_step
+from safecompress.training.loop import Callback, Penalty, Term, train_step
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ class _Copy:
         penalties: Sequence[Callback] = (),
     ) -> None:
         """One step on the loop's batch at the loop's learning rate (`schedule`'s), under the
-        loop's penalties if it has any."""
+        given terms (the candidate's own objective, then the loop's penalties)."""
         for group, source in zip(self.optimizer.param_groups, schedule.param_groups, strict=True):
             group["lr"] = source["lr"]
         train_step(self.model, self.optimizer, x, y, penalties)
@@ -220,6 +223,7 @@ class SafeCompressUpdate(LoggedUpdate):
         "init",
         "budget",
         "clip",
+        "relax",
         "prune_fraction",
         "moved",
         "val_acc",
@@ -272,8 +276,10 @@ class SafeCompressUpdate(LoggedUpdate):
         # row of the log: for the validity analysis only, never read by the selection.
         self.watched: Samples | None = None
         self.watch_log: list[torch.Tensor] = []
-        # the loop's clipping: the kept candidate's (`Strategy.clip`) until the next update
+        # the loop's clipping and RelaxLoss target: the kept candidate's (`Strategy.clip`,
+        # `Strategy.relax`) until the next update; RelaxLoss's epoch parity is the loop's
         self.clipped = ClippedSteps(model, engine, optimizer)
+        self.relax, self.done = 0.0, 0  # and the loop's steps done
         self.spares = [_Copy(model, optimizer) for _ in strategies[1:]]  # copies not in use
         self.copies: dict[int, _Copy] = {}
         self._idle()
@@ -289,12 +295,24 @@ class SafeCompressUpdate(LoggedUpdate):
         self.made: dict[int, dict[str, Any]] = {}  # each candidate's log entries from its making
         self.pending: list[dict[str, Any]] = []  # rows of the selection in flight
 
+    def penalty(self, model: nn.Module) -> AbstractContextManager[Penalty | None]:
+        return nullcontext(self._relaxed(self.relax, self.done))
+
+    def _relaxed(self, alpha: float, step: int) -> Penalty | None:
+        """RelaxLoss's term at target `alpha` for 0-based step `step` (None at alpha 0);
+        flattening uncapped (RelaxLoss's `upper` 1)."""
+        if not alpha:
+            return None
+        return relaxloss_penalty(alpha, 1.0, is_ascent_epoch(step, self.train.steps_per_epoch))
+
     def after_step(self, step: int) -> None:
+        self.done = step
         if self.start is not None:
             x, y = self.train.last
             for index in self.alive:
                 if index != self.live:
-                    self.copies[index].step(x, y, self.optimizer, self.penalties)
+                    relaxed = Term(self._relaxed(self.strategies[index].relax, step - 1))
+                    self.copies[index].step(x, y, self.optimizer, (relaxed, *self.penalties))
             if step - self.start == self.lookahead[self.rung]:
                 self._test(step)
         if self.start is not None:
@@ -328,6 +346,7 @@ class SafeCompressUpdate(LoggedUpdate):
                 "moved": sum(grown.values()),
             }
             self._clipped(index).set(strategy.clip)
+        self.relax = self.strategies[0].relax  # the loop's model is the first candidate
         self.start, self.rung, self.alive, self.live = step, 0, list(range(len(proposals))), 0
 
     def _spare(self) -> _Copy:
@@ -414,6 +433,7 @@ class SafeCompressUpdate(LoggedUpdate):
                 param.grad = None if source.grad is None else source.grad.clone()
             self.live = survivors[0]
             self.clipped.set(self.strategies[self.live].clip)
+            self.relax = self.strategies[self.live].relax
             self.spares.append(best)
         self.alive = [index for index in self.alive if index in survivors]
         self.spares.extend(c for i, c in self.copies.items() if i not in survivors)
@@ -451,6 +471,8 @@ class SafeCompressUpdate(LoggedUpdate):
             },
             "watched": list(self.watch_log),
             "clip": self.clipped.norm,
+            "relax": self.relax,
+            "done": self.done,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -467,3 +489,4 @@ class SafeCompressUpdate(LoggedUpdate):
             self.copies[index].load_state_dict(copy_state)
             self.copies[index].clipped.set(self.strategies[index].clip)
         self.clipped.set(state["clip"])
+        self.relax, self.done = state["relax"], state["done"]

@@ -103,6 +103,13 @@ def check_config(config: dict[str, Any]) -> None:
             f"config key ablation.n_candidates: {too_many} exceed the {n_strategies} "
             "safecompress.strategies; add strategies or lower N"
         )
+    relaxed = [s for s in config["safecompress"]["strategies"] if s.get("relax", 0)]
+    if relaxed and "safecompress_relaxloss" in config["methods"]:
+        raise ConfigError(
+            "config key safecompress.strategies[].relax: safecompress_relaxloss trains every "
+            "candidate on RelaxLoss's objective already; drop relax from the strategies or "
+            "safecompress_relaxloss from methods"
+        )
     evaluation = config["evaluation"]
     if evaluation["roc_density"] not in config["densities"]:
         raise ConfigError(

@@ -90,8 +90,8 @@ class MagnitudeSpec:
 class Strategy:
     """One way to make a mask update: scale of the scheduled prune fraction, growth criterion,
     and (defaults: DST's own) prune criterion, where grown weights start, whether each layer
-    keeps its budget (see `sparse`), and the clipping the candidate trains under until the
-    next update if it is kept."""
+    keeps its budget (see `sparse`), and how the candidate trains until the next update if it
+    is kept: its per-sample gradient clipping and its RelaxLoss target loss."""
 
     scale: float
     growth: str
@@ -99,6 +99,7 @@ class Strategy:
     init: str = "zero"
     budget: str = "layer"
     clip: float = 0.0  # per-sample gradient norm bound while the candidate trains (0: none)
+    relax: float = 0.0  # RelaxLoss's target loss alpha while it trains (0: the cross-entropy)
 
     @property
     def name(self) -> str:

@@ -97,6 +97,16 @@ class Callback:
         pass
 
 
+class Term(Callback):
+    """A fixed term of the loss (or none) as a hook: a step trained beside the loop's."""
+
+    def __init__(self, term: Penalty | None):
+        self.term = term
+
+    def penalty(self, model: nn.Module) -> AbstractContextManager[Penalty | None]:
+        return nullcontext(self.term)
+
+
 class KeepMasks(Callback):
     """Sparse training's first hook: pruned weights back to zero after every step."""
 
