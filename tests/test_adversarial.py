@@ -234,7 +234,7 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(sets, tmp_path):
     options |= {"warmup_steps": 5, "attacker_steps": 2}
     reference, reg_reference, history_reference = trained(sets, 0, spec, **options)
 
-    checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "adversarial")
+    checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "adversarial", every=0)
 
     class KillInEpoch3(Callback):
         def after_step(self, step):

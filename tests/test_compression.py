@@ -236,6 +236,14 @@ def test_a_kept_candidate_trains_so_until_the_next_update(tmp_path, key):
         torch.testing.assert_close(x, y)
 
 
+def test_fit_saves_a_checkpoint_only_when_it_is_due(tmp_path):
+    """At most every `every` seconds (none in a short run), at every epoch with 0."""
+    run(dst_factory(), checkpoint=Checkpoint(tmp_path / "late.pt", "toy", every=3600))
+    assert not (tmp_path / "late.pt").exists()
+    run(dst_factory(), checkpoint=Checkpoint(tmp_path / "due.pt", "toy", every=0))
+    assert torch.load(tmp_path / "due.pt", weights_only=True)["epoch"] == SPEC.epochs
+
+
 def test_lookahead_must_end_before_the_next_update():
     with pytest.raises(ValueError, match="update_interval"):
         run(safecompress_factory([DST_STRATEGY], lookahead=(2, 6)))
@@ -263,7 +271,7 @@ def killed_at(factory, step, tmp_path):
         update.after_step = hook
         return update
 
-    checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "test")
+    checkpoint = Checkpoint(tmp_path / "checkpoint.pt", "test", every=0)
     with pytest.raises(Killed):
         run(killed, checkpoint=checkpoint)
     return checkpoint
@@ -310,7 +318,7 @@ def toy_job(tmp_path, seed=0, epochs=TOY_EPOCHS):
     }
     data = Data(pool.x, pool.y, make_split(400, fractions, 0), 4)
     train = TrainSpec(epochs, 16, 0.05, 0.9, True, 0.0, (0.5,), 0.1)
-    checkpoint = Checkpoint(tmp_path / f"{seed}.pt", "toy")
+    checkpoint = Checkpoint(tmp_path / f"{seed}.pt", "toy", every=0)
     torch.manual_seed(seed)  # the model's initial weights
     model = {"arch": "mlp", "hidden": [32]}
     return jobs.Job(data, model, train, 0.2, seed, torch.device("cpu"), checkpoint)

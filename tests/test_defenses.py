@@ -63,7 +63,7 @@ def data():
 
 
 def make_job(data, path, checkpoint=None, train=TRAIN):
-    checkpoint = checkpoint or Checkpoint(path / "checkpoint.pt", "test")
+    checkpoint = checkpoint or Checkpoint(path / "checkpoint.pt", "test", every=0)
     return Job(data, MODEL, train, DENSITY, 0, torch.device("cpu"), checkpoint)
 
 
@@ -369,7 +369,9 @@ def test_a_killed_run_resumes_to_the_same_model(name, data, dense, tmp_path, cap
 
     (tmp_path / "killed").mkdir()
     dense_path = dense if REGISTRY[name].from_dense else None
-    whole = run(name, make_job(data, tmp_path, Recording(tmp_path / "c.pt", "fp")), dense_path)
+    whole = run(
+        name, make_job(data, tmp_path, Recording(tmp_path / "c.pt", "fp", every=0)), dense_path
+    )
     killed = Checkpoint(tmp_path / "killed" / "checkpoint.pt", "fp")
     with caplog.at_level(logging.INFO, logger="safecompress.training.checkpoint"):
         resumed = run(name, make_job(data, tmp_path, killed), dense_path)

@@ -2,6 +2,7 @@
 every number in summary.csv can be recomputed from the saved per-sample files."""
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -315,6 +316,18 @@ def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
     assert not rerun & {"dst", "magnitude", "dense"}
     # a figure setting reruns figures only, no attack or training job
     assert dry_run_methods(run, tmp_path, evaluation={"tradeoff_attack": "nn"}) == set()
+
+
+def test_a_method_added_to_moved_results_is_run(run, tmp_path):
+    """Results moved to where Snakemake has no record of them (no .snakemake): a method
+    added to `methods` is still trained and attacked, and the tables are redone."""
+    moved = tmp_path / "moved"
+    shutil.copytree(run / "results", moved / "results")
+    methods = [*yaml.safe_load(TINY.read_text())["methods"], "safecompress_relaxloss"]
+    plan = dry_run(moved, tmp_path, methods=methods)
+    assert set(re.findall(r"method=([^,\s]+)", plan)) == {"safecompress_relaxloss"}
+    rules = set(re.findall(r"^rule (\w+):", plan, re.M))
+    assert {"compress_logged", "attack", "summarize"} <= rules  # it logs its candidates
 
 
 def dry_run_rules(workdir: Path, tmp_path: Path, **changes) -> set[str]:

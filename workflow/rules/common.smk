@@ -314,7 +314,10 @@ def final_outputs():
         for name in ("training_curves", "roc", "layer_density", "candidates")
         if name != "candidates" or "safecompress" in METHODS
     ]
-    return tables + figures + per_dataset
+    # every model's attacks too: a method added to `methods` is then run even where Snakemake
+    # has no record of the tables' inputs (results copied or moved, .snakemake deleted)
+    models = attack_tables() + (ablation_tables() if ablations else [])
+    return tables + figures + per_dataset + models
 
 
 TABLES = [

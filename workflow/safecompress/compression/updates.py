@@ -160,9 +160,23 @@ class _Copy:
         self.engine = SparseEngine(self.model)
         self.clipped = ClippedSteps(self.model, self.engine, self.optimizer)
 
+    @torch.no_grad()
     def sync(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> _Copy:
-        """Take over `model`'s weights and masks and `optimizer`'s state."""
-        self.load_state_dict({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        """Take over `model`'s weights and masks and `optimizer`'s state (its momentum), in
+        place: `load_state_dict` would copy every tensor twice, at every update."""
+        for mine, theirs in zip(
+            self.model.state_dict().values(), model.state_dict().values(), strict=True
+        ):
+            mine.copy_(theirs)
+        for mine, theirs in zip(self.model.parameters(), model.parameters(), strict=True):
+            source, target = optimizer.state.get(theirs, {}), self.optimizer.state[mine]
+            for key in set(target) - set(source):
+                del target[key]
+            for key, value in source.items():
+                if isinstance(value, torch.Tensor) and key in target:
+                    target[key].copy_(value)
+                else:
+                    target[key] = value.clone() if isinstance(value, torch.Tensor) else value
         return self
 
     def step(

@@ -164,8 +164,8 @@ def fit(
     cross-entropy) and run after every optimiser step, in order; pass the optimiser pair too
     when a callback needs it. With a `checkpoint`, the whole state (model with masks,
     optimiser, schedule, random generators, history and every callback's state) is saved
-    after each epoch, and a run that finds a checkpoint of its own resumes from it and ends
-    exactly as an uninterrupted run would.
+    after an epoch when the checkpoint is due, and a run that finds a checkpoint of its own
+    resumes from it and ends exactly as an uninterrupted run would.
     """
     optimizer_, scheduler = optimizer or make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(seed)
@@ -219,7 +219,7 @@ def fit(
             val_loss,
             val_acc,
         )
-        if checkpoint is not None:
+        if checkpoint is not None and checkpoint.due():
             checkpoint.save(
                 {
                     "epoch": epoch,

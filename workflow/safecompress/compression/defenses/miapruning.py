@@ -143,6 +143,7 @@ def miapruning(
     admm_checkpoint = Checkpoint(
         job.checkpoint.path.with_name(f"admm-{job.checkpoint.path.name}"),
         job.checkpoint.fingerprint,
+        job.checkpoint.every,
     )
     admm_spec = dataclasses.replace(job.train, epochs=miapruning.admm_epochs)
     admm_history = fit(
