@@ -117,7 +117,9 @@ def test_paired_table_compares_every_method_with_dst_on_the_same_samples(run):
     paired = pd.read_csv(run / "results/tables/paired.csv")
     methods = set(yaml.safe_load(TINY.read_text())["methods"])
     assert set(paired.loc[paired["baseline"] == "dst", "method"]) == methods - {"dst"}
-    assert set(paired["baseline"]) == {"dst", "safecompress"}
+    assert set(paired["baseline"]) == {"dst", "safecompress", "dst_adv"}
+    # a selecting method is also paired with the method it wraps: the selection's own effect
+    assert set(paired.loc[paired["baseline"] == "dst_adv", "method"]) == {"safecompress_adv"}
     per_replicate = paired[paired["scope"] == "replicate"]
     assert set(per_replicate["attack"]) == {"task", *ATTACKS}
     assert CURVE_VARIANT in set(per_replicate.loc[per_replicate["method"] == "dpsgd", "variant"])

@@ -45,6 +45,8 @@ class Method:
 
     sections:   the config sections it reads besides `model` and `train`, with their specs.
     from_dense: it starts from the trained dense target (its job is given the model file).
+    unselected: for a method that selects by the safety test, the method that trains as it
+                does without the test: paired with it, the selection's own effect.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Method:
     from_dense: bool
     style: Style
     paper: str
+    unselected: str | None = None
 
     def function(self) -> Callable[..., Any]:
         module, _, name = self.run.partition(":")
@@ -85,6 +88,7 @@ REGISTRY: dict[str, Method] = {
             from_dense=False,
             style=Style("SafeCompress", "#D55E00", "D"),
             paper="Zhu, Wang, Han, ASE 2022 (arXiv 2208.05969)",
+            unselected="dst",
         ),
         Method(
             "safecompress_adv",
@@ -97,6 +101,7 @@ REGISTRY: dict[str, Method] = {
             from_dense=False,
             style=Style("SafeCompress + adversarial (TSE)", "#CC79A7", "D"),
             paper="Zhu, Wang, Han, IEEE TSE 2024 (arXiv 2401.00996), MMIA-SafeCompress",
+            unselected="dst_adv",
         ),
         Method(
             "safecompress_relaxloss",
@@ -109,6 +114,7 @@ REGISTRY: dict[str, Method] = {
             from_dense=False,
             style=Style("SafeCompress + RelaxLoss", "#44AA99", "D"),
             paper="this project: SafeCompress's selection around RelaxLoss's training",
+            unselected="relaxloss",
         ),
         Method(
             "dst_adv",

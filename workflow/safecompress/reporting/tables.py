@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from safecompress.config.methods import METHODS
+from safecompress.config.methods import METHODS, REGISTRY
 from safecompress.config.settings import STRONGEST_ATTACK
 from safecompress.io import read_csv
 from safecompress.privacy.bootstrap import mean_bootstrap_interval, roc_band, seed_t_interval
@@ -55,8 +55,14 @@ SUMMARY_COLUMNS = (
     *(f"{metric}_ci_{end}" for metric in METRICS for end in ("low", "high")),
 )
 METHOD_ORDER = ["dense", *METHODS]
-# Every method is compared with DST (no defense) and with SafeCompress, where they ran.
+# Every method is compared with DST (no defense) and with SafeCompress, where they ran; and
+# each method that selects by the safety test with the method it wraps (`Method.unselected`).
 PAIRED_BASELINES = ("dst", "safecompress")
+UNSELECTED = {
+    name: m.unselected
+    for name, m in REGISTRY.items()
+    if m.unselected is not None and m.unselected not in PAIRED_BASELINES
+}
 PAIRED_COLUMNS = [
     "dataset",
     "method",
@@ -358,14 +364,19 @@ def paired_table(
     summary: pd.DataFrame, baselines: Sequence[pd.DataFrame], n_resamples: int
 ) -> pd.DataFrame:
     """Every summarised model against each of `PAIRED_BASELINES` at the same data set,
-    density and replicate (`paired_rows`); `baselines` holds the results of baseline models that
-    are paired with but not summarised (the ablation's DST and SafeCompress)."""
+    density and replicate (`paired_rows`), and each selecting method against the method it
+    wraps (`UNSELECTED`); `baselines` holds the results of baseline models that are paired
+    with but not summarised (the ablation's DST and SafeCompress)."""
     models = scored_models(summary_table([summary, *baselines]))
     summarised = set(zip(summary["method"], summary["variant"], strict=True))
+    pairs = [(models, baseline) for baseline in PAIRED_BASELINES] + [
+        ([m for m in models if m.method in (method, unselected)], unselected)
+        for method, unselected in UNSELECTED.items()
+    ]
     rows = [
         row
-        for baseline in PAIRED_BASELINES
-        for row in paired_rows(models, baseline, n_resamples)
+        for paired_models, baseline in pairs
+        for row in paired_rows(paired_models, baseline, n_resamples)
         if (row["method"], row["variant"]) in summarised
     ]
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
