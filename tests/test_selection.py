@@ -7,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from safecompress.compression.safety import (
+    SAFETY_SCORES,
     SafetyTest,
     best_threshold_advantage,
     loss_auc,
@@ -150,6 +151,26 @@ def test_selection_score_standard_error_by_hand():
     )
     assert score.se == pytest.approx(by_hand)
     assert score.diff_se(score) == 0.0
+
+
+@pytest.mark.parametrize("score", ["loss_auc", "loss_gap"])
+def test_two_sided_leakage_is_the_distance_from_none(score):
+    """Members that fit worse than the held-out data leak as much as members that fit better
+    by as much: one-sided, a candidate is rewarded for unfitting its members (what a
+    destructive leakage prune does); two-sided it is not. The standard errors are the
+    signed score's."""
+    members, nonmembers = losses(0, 0.4)
+    better = SAFETY_SCORES[score](members, nonmembers)  # members fit better: leakage > 0
+    worse = SAFETY_SCORES[score](nonmembers, members)  # the mirror: members fit worse
+    assert better.value > 0 > worse.value
+    assert worse.absolute().value == -worse.value and better.absolute().value == better.value
+    assert worse.absolute().se == pytest.approx(worse.se)
+    assert worse.absolute().diff_se(worse) == pytest.approx(2 * worse.se)  # its negative
+    model, samples, others = memorising_model()
+    # the test's members are the held-out samples here: the model fits them worse
+    signed = SafetyTest(score, others, samples).run(model, 1.0)[1]
+    two_sided = SafetyTest(score, others, samples, two_sided=True).run(model, 1.0)[1]
+    assert signed.value < 0 and two_sided.value == -signed.value
 
 
 def test_safety_test_refuses_an_unknown_score():

@@ -61,6 +61,7 @@ def safecompress(
             job.data, PROBE_MEMBERS[safecompress.probe_members], safecompress.probe_size, probes
         ),
         nonmembers=_probe(job.data, ("reference",), safecompress.probe_size, probes),
+        two_sided=safecompress.two_sided,
     )
     total_steps = job.train.epochs * train.steps_per_epoch
     update = SafeCompressUpdate(

@@ -41,6 +41,16 @@ class Leakage:
     def se(self) -> float:
         return self.diff_se(None)
 
+    def absolute(self) -> Leakage:
+        """|value|, the distance from no leakage: a model whose members fit worse than its
+        held-out data is told apart as well as one whose members fit better (an attacker
+        that calibrates flips its threshold). Influence terms by the delta method, away from
+        0 (at exactly 0, the value's own)."""
+        sign = -1.0 if self.value < 0 else 1.0
+        return Leakage(
+            abs(self.value), sign * self.member_terms, sign * self.nonmember_terms, self.scale
+        )
+
     def diff_se(self, other: Leakage | None) -> float:
         """Standard error of `self.value - other.value` on the same samples (of the value
         alone without `other`)."""
@@ -168,6 +178,7 @@ class SafetyTest:
     score: str
     members: Samples
     nonmembers: Samples
+    two_sided: bool = False  # leakage as its distance from none (`Leakage.absolute`)
 
     def __post_init__(self) -> None:
         if self.score not in SAFETY_SCORES:
@@ -184,8 +195,9 @@ class SafetyTest:
         loss = cross_entropy(logits, self._y)
         m = len(self.members)
         member_loss, nonmember_loss = loss[:m], loss[m:]
-        leakage = SAFETY_SCORES[self.score](member_loss, nonmember_loss)
-        auc = leakage if self.score == "loss_auc" else loss_auc(member_loss, nonmember_loss)
+        signed = SAFETY_SCORES[self.score](member_loss, nonmember_loss)
+        leakage = signed.absolute() if self.two_sided else signed
+        auc = signed if self.score == "loss_auc" else loss_auc(member_loss, nonmember_loss)
         correct = (logits[m:].argmax(1) == self._y[m:]).astype(float)
         score = selection_score(correct, leakage, weight)
         return (

@@ -115,8 +115,9 @@ class Strategy:
 class SafeCompressSpec:
     """`safecompress`: the candidates, how long they train before each safety test (successive
     halving), the test's leakage score and data, the weight of leakage in the selection, the
-    evidence a candidate needs to replace the first (DST's own update), and whether every
-    tested candidate's logits are logged for the validity analysis (steps.validity)."""
+    evidence a candidate needs to replace the first (DST's own update), whether every
+    tested candidate's logits are logged for the validity analysis (steps.validity), and
+    whether leakage counts by its distance from none (`two_sided`)."""
 
     strategies: tuple[Strategy, ...]
     lookahead: tuple[int, ...]
@@ -126,6 +127,7 @@ class SafeCompressSpec:
     safety_weight: float = field(metadata={"key": "lambda"})
     min_z: float
     log_candidates: bool = False
+    two_sided: bool = False
 
     def __post_init__(self) -> None:
         strategies = tuple(s if isinstance(s, Strategy) else Strategy(**s) for s in self.strategies)
