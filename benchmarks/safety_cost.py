@@ -15,12 +15,16 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from safecompress.compression.job import Job
+from safecompress.compression.safety import SafetyTest
+from safecompress.compression.updates import SafeCompressUpdate, _Copy
 from safecompress.config import specs
 from safecompress.config.methods import REGISTRY
 from safecompress.config.settings import load_yaml
@@ -31,6 +35,13 @@ from safecompress.io import write_csv
 from safecompress.training.checkpoint import Checkpoint
 
 TARGET_RATIO = 1.3
+# SafeCompress's extra work, timed apart: what each part's calls add up to in a run.
+PARTS = {
+    "look-ahead steps": (_Copy, "step"),
+    "safety tests": (SafetyTest, "run"),
+    "making candidates": (SafeCompressUpdate, "_make_candidates"),
+    "logged logits (log_candidates)": (SafeCompressUpdate, "_watch"),
+}
 
 
 def main() -> None:
@@ -52,9 +63,11 @@ def main() -> None:
         train = specs.read(specs.TrainSpec, "train", config["train"])
         runs: dict[str, list[float]] = {"dst": [], "safecompress": []}
         logs: dict[str, pd.DataFrame] = {}
+        parts: list[dict[str, float]] = []
         for repeat in range(args.repeats):
             for method, times in runs.items():  # alternating, so drift hits both alike
                 checkpoint = Checkpoint(Path(tmp) / f"{method}{repeat}.pt", "benchmark")
+                totals = dict.fromkeys(PARTS, 0.0)
                 start = time.perf_counter()
                 job = Job(
                     data, config["model"], train, args.density, 0, torch.device("cpu"), checkpoint
@@ -63,8 +76,11 @@ def main() -> None:
                     name: specs.read(spec, name, config[name])
                     for name, spec in REGISTRY[method].sections.items()
                 }
-                logs[method] = REGISTRY[method].function()(job, **sections).updates
+                with timed_parts(totals):
+                    logs[method] = REGISTRY[method].function()(job, **sections).updates
                 times.append(time.perf_counter() - start)
+                if method == "safecompress":
+                    parts.append(totals)
         steps = train.epochs * SharedBatches(job.members(), train, job.device).steps_per_epoch
 
     section = config["safecompress"]
@@ -80,6 +96,13 @@ def main() -> None:
     )
     for method, times in runs.items():
         print(f"{method:>12}: {statistics.median(times):6.2f} s (median of {args.repeats})")
+    dst = statistics.median(runs["dst"])
+    shares = [
+        f"{label} {statistics.median(p[label] for p in parts):.3f} s "
+        f"({100 * statistics.median(p[label] for p in parts) / dst:.0f} %)"
+        for label in PARTS
+    ]
+    print("where the extra time goes (median s, % of DST's): " + ", ".join(shares))
     extra, tests = lookahead_steps(logs["safecompress"]), len(logs["safecompress"])
     print(
         f"SafeCompress's extra work: {extra} SGD steps of the losing candidates "
@@ -91,6 +114,30 @@ def main() -> None:
         f"safecompress / dst wall time, median of per-repeat ratios: {ratio:.3f} "
         f"({verdict} the {TARGET_RATIO} target)"
     )
+
+
+@contextmanager
+def timed_parts(totals: dict[str, float]) -> Iterator[None]:
+    """Add the wall time of every call of each of PARTS to `totals`, for the block."""
+    originals = {label: getattr(owner, name) for label, (owner, name) in PARTS.items()}
+
+    def timer(label: str):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return originals[label](*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - start
+
+        return call
+
+    for label, (owner, name) in PARTS.items():
+        setattr(owner, name, timer(label))
+    try:
+        yield
+    finally:
+        for label, (owner, name) in PARTS.items():
+            setattr(owner, name, originals[label])
 
 
 def lookahead_steps(updates: pd.DataFrame) -> int:
