@@ -33,6 +33,7 @@ from safecompress.data.sources import load_pool
 from safecompress.data.splits import load_data, make_split
 from safecompress.io import write_csv
 from safecompress.training.checkpoint import Checkpoint
+from safecompress.training.loop import seed_everything
 
 TARGET_RATIO = 1.3
 # SafeCompress's extra work, timed apart: what each part's calls add up to in a run.
@@ -67,6 +68,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for method, times in runs.items():  # alternating, so drift hits both alike
                 checkpoint = Checkpoint(Path(tmp) / f"{method}{repeat}.pt", "benchmark")
+                seed_everything(repeat)  # as the compress step does: both start from one init
                 totals = dict.fromkeys(PARTS, 0.0)
                 start = time.perf_counter()
                 job = Job(
