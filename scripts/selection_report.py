@@ -12,6 +12,9 @@ per method and density:
 - gain_z: that gain over its paired standard error, mean over updates (|z| < 2: the
   safety test cannot tell the two apart);
 - acc_cost: mean val_acc of DST's candidate minus the kept one's at that rung;
+- first_rung_same: share of updates where deciding at the first rung (the best score kept
+  if it beats DST's by --min-z paired standard errors, else DST's) keeps the same candidate
+  as the whole look-ahead did: what the later rungs decide;
 - kept: how often each strategy was kept.
 """
 
@@ -25,8 +28,9 @@ import pandas as pd
 from safecompress.io import read_csv
 
 
-def update_rows(path: Path) -> list[dict]:
-    """Per mask update: the kept candidate against DST's at the last rung with both."""
+def update_rows(path: Path, min_z: float) -> list[dict]:
+    """Per mask update: the kept candidate against DST's at the last rung with both, and
+    whether the first rung alone would have kept it."""
     updates = read_csv(path, required=("step", "rung", "candidate", "strategy", "selected"))
     rows = []
     for step, logged in updates.groupby("step"):
@@ -36,6 +40,9 @@ def update_rows(path: Path) -> list[dict]:
         last = both[both["rung"] == (rung[rung == both["candidate"].nunique()].index.max())]
         dst, mine = (last[last["candidate"] == c].iloc[0] for c in (0, kept["candidate"]))
         gain = dst["leakage"] - mine["leakage"]
+        first = logged[logged["rung"] == 0]
+        best = first.loc[first["score"].idxmax()]
+        at_first_rung = best["candidate"] if best["score_z"] >= min_z else 0
         rows.append(
             {
                 "step": step,
@@ -46,6 +53,7 @@ def update_rows(path: Path) -> list[dict]:
                 # best one's; 0 when DST's candidate is the best (then the gain is 0 too)
                 "gain_z": gain / dst["leakage_diff_se"] if dst["leakage_diff_se"] > 0 else 0.0,
                 "acc_cost": dst["val_acc"] - mine["val_acc"],
+                "first_rung_same": at_first_rung == kept["candidate"],
             }
         )
     return rows
@@ -54,6 +62,9 @@ def update_rows(path: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results/evidence"))
+    parser.add_argument(
+        "--min-z", type=float, default=2.0, help="the run's safecompress.min_z (default 2)"
+    )
     args = parser.parse_args()
     frames = []
     for path in sorted(args.results.glob("*/**/density*/seed*/updates.csv")):
@@ -62,7 +73,9 @@ def main() -> None:
         if not (method.startswith("safecompress") or method.startswith("ablation/")):
             continue
         density = float(parts[-3].removeprefix("density"))
-        frames.append(pd.DataFrame(update_rows(path)).assign(method=method, density=density))
+        frames.append(
+            pd.DataFrame(update_rows(path, args.min_z)).assign(method=method, density=density)
+        )
     if not frames:
         raise SystemExit(f"no SafeCompress candidate logs under {args.results}")
     updates = pd.concat(frames, ignore_index=True)
@@ -72,6 +85,7 @@ def main() -> None:
         leakage_gain=("leakage_gain", "mean"),
         gain_z=("gain_z", "mean"),
         acc_cost=("acc_cost", "mean"),
+        first_rung_same=("first_rung_same", "mean"),
     )
     kept = updates.groupby(["method", "density"])["kept"].agg(
         lambda kept: ", ".join(f"{name} {n}" for name, n in kept.value_counts().items())
