@@ -16,7 +16,7 @@ from safecompress.compression.safety import (
     loss_tail,
     selection_score,
 )
-from safecompress.compression.updates import rank
+from safecompress.compression.updates import rank, survivors
 from safecompress.data.splits import Samples
 from safecompress.privacy.attacks.threshold import fit_threshold
 from safecompress.privacy.metrics import attack_metrics
@@ -112,6 +112,34 @@ def test_rank_is_best_first_and_random_among_ties():
         assert [scores[i] for i in order] == sorted(scores, reverse=True)
         firsts.add(order[0])
     assert firsts == {1, 2, 4}  # every tied candidate wins sometimes
+
+
+# Candidates 0-3 best first as 2, 1, 0, 3; candidate 2's score is ahead of the first's
+# (DST's own update, 0) by 3 paired standard errors, at 4 points of held-out accuracy.
+ORDER = [2, 1, 0, 3]
+Z = {0: 0.0, 1: 1.0, 2: 3.0, 3: -1.0}
+ACCURACY = {0: 0.80, 1: 0.81, 2: 0.76, 3: 0.80}
+
+
+def test_survivors_without_a_bar_are_the_better_half_then_the_best():
+    assert survivors(ORDER, Z, ACCURACY, last=False) == [2, 1]
+    assert survivors([2, 1], Z, ACCURACY, last=True) == [2]
+
+
+def test_the_first_candidate_goes_on_and_is_replaced_only_on_evidence():
+    assert survivors(ORDER, Z, ACCURACY, last=False, min_z=2.0) == [2, 1, 0]
+    assert survivors([2, 1, 0], Z, ACCURACY, last=True, min_z=2.0) == [2]
+    assert survivors([2, 1, 0], Z, ACCURACY, last=True, min_z=4.0) == [0]
+    assert survivors([1, 0], Z, ACCURACY, last=True, min_z=2.0) == [0]
+
+
+@pytest.mark.parametrize(("drop", "kept"), [(0.05, 2), (0.04, 2), (0.039, 0), (0.0, 0)])
+def test_an_accuracy_floor_refuses_a_candidate_that_buys_leakage_with_accuracy(drop, kept):
+    """A 4-point accuracy loss is allowed at a floor of 4 points or more (0.80 - 0.76 is not
+    exactly 0.04 in floating point), refused below; the floor alone keeps the first in the
+    race."""
+    assert survivors(ORDER, Z, ACCURACY, last=False, max_acc_drop=drop) == [2, 1, 0]
+    assert survivors([2, 1, 0], Z, ACCURACY, last=True, min_z=2.0, max_acc_drop=drop) == [kept]
 
 
 def memorising_model():

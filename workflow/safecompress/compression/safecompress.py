@@ -77,6 +77,7 @@ def safecompress(
         total_steps,
         {name: job.generator(name) for name in ("updates", "selection")},
         safecompress.min_z,
+        safecompress.max_acc_drop,
     )
     callbacks = [update]
     if adversarial is not None:

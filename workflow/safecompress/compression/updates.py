@@ -218,6 +218,35 @@ def _advantage_z(score: Leakage, first: Leakage | None) -> float:
     )
 
 
+def survivors(
+    order: list[int],
+    z: dict[int, float],
+    val_acc: dict[int, float],
+    last: bool,
+    min_z: float = 0.0,
+    max_acc_drop: float = 1.0,
+) -> list[int]:
+    """The candidates that go on from a rung, given them best first (`order`), each one's
+    score advantage over the first candidate (candidate 0, DST's own update) in paired
+    standard errors (`z`) and its held-out accuracy: the better half, one at the `last` rung.
+    With `min_z` or `max_acc_drop`, the first always goes on, and the best replaces it only
+    when its score is higher by `min_z` paired standard errors (a choice made on a difference
+    the test cannot resolve is a coin toss, and the coin costs accuracy) and its accuracy is
+    at most `max_acc_drop` below the first's (the score trades accuracy for leakage one for
+    one, so it would buy leakage at any price)."""
+    keep = order[: 1 if last else math.ceil(len(order) / 2)]
+    if (min_z > 0 or max_acc_drop < 1) and 0 in order:
+        best = keep[0]
+        if len(keep) > 1 and 0 not in keep:
+            keep.append(0)
+        # accuracies are shares of the same samples: equal drops compare equal to within 1e-9
+        elif len(keep) == 1 and (
+            z[best] < min_z or val_acc[0] - val_acc[best] > max_acc_drop + 1e-9
+        ):
+            keep = [0]
+    return keep
+
+
 # A row of SafeCompress's log: the update, the rung of its look-ahead, the candidate.
 CANDIDATE_KEYS = ("step", "rung", "candidate")
 
@@ -266,6 +295,7 @@ class SafeCompressUpdate(LoggedUpdate):
         total_steps: int,
         generators: dict[str, torch.Generator],
         min_z: float = 0.0,
+        max_acc_drop: float = 1.0,
     ):
         if list(lookahead) != sorted(set(lookahead)) or lookahead[0] < 0:
             raise ValueError(f"safecompress.lookahead {lookahead} must be increasing and >= 0")
@@ -278,7 +308,7 @@ class SafeCompressUpdate(LoggedUpdate):
         self.model, self.engine, self.optimizer, self.schedule = model, engine, optimizer, schedule
         self.strategies, self.lookahead, self.safety = strategies, tuple(lookahead), safety
         self.safety_weight, self.train, self.total_steps = safety_weight, train, total_steps
-        self.min_z = min_z
+        self.min_z, self.max_acc_drop = min_z, max_acc_drop
         self.generators = {name: generators[name] for name in ("updates", "selection")}
         # Global budgets move density between layers, but never below half a layer's start
         # (its ERK share): a layer stripped of its weights would disconnect the network.
@@ -380,24 +410,22 @@ class SafeCompressUpdate(LoggedUpdate):
 
     def _test(self, step: int) -> None:
         """Safety-test every candidate in the race; the better half goes on (one at the last
-        rung, or when one is left); a decided selection is logged. With `min_z`, the first
-        candidate (DST's own update) always goes on, and at the end the best replaces it only
-        when its score is higher by `min_z` paired standard errors: a choice made on a
-        difference the test cannot resolve is a coin toss, and the coin costs accuracy."""
+        rung, or when one is left: `survivors`); a decided selection is logged."""
         results = {
             index: self.safety.run(self._model(index), self.safety_weight) for index in self.alive
         }
         scores = [results[i][0]["score"] for i in self.alive]
         order = [self.alive[i] for i in rank(scores, self.generators["selection"])]
-        last = self.rung == len(self.lookahead) - 1
-        keep = order[: 1 if last else math.ceil(len(order) / 2)]
         first = results[0][2] if 0 in results else None
         z = {i: _advantage_z(results[i][2], first) for i in self.alive}
-        if self.min_z > 0 and 0 in self.alive:
-            if len(keep) > 1 and 0 not in keep:
-                keep.append(0)
-            elif len(keep) == 1 and z[keep[0]] < self.min_z:
-                keep = [0]
+        keep = survivors(
+            order,
+            z,
+            {i: results[i][0]["val_acc"] for i in self.alive},
+            self.rung == len(self.lookahead) - 1,
+            self.min_z,
+            self.max_acc_drop,
+        )
         best: Leakage = results[order[0]][1]
         for index in self.alive:
             self._watch(index)

@@ -116,8 +116,9 @@ class SafeCompressSpec:
     """`safecompress`: the candidates, how long they train before each safety test (successive
     halving), the test's leakage score and data, the weight of leakage in the selection, the
     evidence a candidate needs to replace the first (DST's own update), whether every
-    tested candidate's logits are logged for the validity analysis (steps.validity), and
-    whether leakage counts by its distance from none (`two_sided`)."""
+    tested candidate's logits are logged for the validity analysis (steps.validity),
+    whether leakage counts by its distance from none (`two_sided`), and how much held-out
+    accuracy a candidate may lose against the first and still replace it (`max_acc_drop`)."""
 
     strategies: tuple[Strategy, ...]
     lookahead: tuple[int, ...]
@@ -128,6 +129,7 @@ class SafeCompressSpec:
     min_z: float
     log_candidates: bool = False
     two_sided: bool = False
+    max_acc_drop: float = 1.0  # of the first candidate's held-out accuracy (1: no floor)
 
     def __post_init__(self) -> None:
         strategies = tuple(s if isinstance(s, Strategy) else Strategy(**s) for s in self.strategies)
