@@ -318,3 +318,27 @@ def test_documentation_names_only_paths_that_exist():
     links = re.findall(r"\]\((?!https?:|#)([^)#]+)", (CONFIG / "README.md").read_text())
     broken = [link for link in links if not (CONFIG / link).exists()]  # relative to config/
     assert links and not broken, f"config/README.md links to paths that do not exist: {broken}"
+
+
+def commands(path: Path) -> list[list[str]]:
+    """The config files each `snakemake ... --configfile ...` line of `path`'s header gives,
+    in order (a line ending in a backslash goes on)."""
+    header = re.sub(r"\\\n#\s*", " ", "\n".join(re.findall(r"#.*", path.read_text())))
+    return [
+        re.findall(r"config/[\w.]+\.yaml", line.split("--configfile", 1)[1])
+        for line in header.splitlines()
+        if "snakemake" in line and "--configfile" in line
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_passes_the_check_as_its_header_runs_it(path):
+    """A config given on top of others (config/evidence_clean_floor.yaml after
+    config/evidence_clean.yaml) is checked merged, as snakemake merges it onto the default."""
+    runs = commands(path) or [[f"config/{path.name}"]]
+    for files in runs:
+        assert f"config/{path.name}" in files
+        config = copy.deepcopy(DEFAULT)
+        for name in files:
+            update_config(config, load_yaml(ROOT / name))
+        check_config(config)
