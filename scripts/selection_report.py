@@ -12,9 +12,9 @@ per method and density:
 - gain_z: that gain over its paired standard error, mean over updates (|z| < 2: the
   safety test cannot tell the two apart);
 - acc_cost: mean val_acc of DST's candidate minus the kept one's at that rung;
-- first_rung_same: share of updates where deciding at the first rung (the best score kept
-  if it beats DST's by --min-z paired standard errors, else DST's) keeps the same candidate
-  as the whole look-ahead did: what the later rungs decide;
+- first_rung_same: share of updates where deciding at the first rung (by the run's own rule,
+  `updates.survivors` with --min-z and --max-acc-drop) keeps the same candidate as the whole
+  look-ahead did: what the later rungs decide;
 - kept: how often each strategy was kept.
 """
 
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from safecompress.compression.updates import survivors
 from safecompress.io import read_csv
 
 
-def update_rows(path: Path, min_z: float) -> list[dict]:
+def update_rows(path: Path, min_z: float, max_acc_drop: float = 1.0) -> list[dict]:
     """Per mask update: the kept candidate against DST's at the last rung with both, and
     whether the first rung alone would have kept it."""
     updates = read_csv(path, required=("step", "rung", "candidate", "strategy", "selected"))
@@ -40,9 +41,15 @@ def update_rows(path: Path, min_z: float) -> list[dict]:
         last = both[both["rung"] == (rung[rung == both["candidate"].nunique()].index.max())]
         dst, mine = (last[last["candidate"] == c].iloc[0] for c in (0, kept["candidate"]))
         gain = dst["leakage"] - mine["leakage"]
-        first = logged[logged["rung"] == 0]
-        best = first.loc[first["score"].idxmax()]
-        at_first_rung = best["candidate"] if best["score_z"] >= min_z else 0
+        first = logged[logged["rung"] == 0].sort_values("score", ascending=False, kind="stable")
+        (at_first_rung,) = survivors(
+            list(first["candidate"]),
+            dict(zip(first["candidate"], first["score_z"], strict=True)),
+            dict(zip(first["candidate"], first["val_acc"], strict=True)),
+            last=True,
+            min_z=min_z,
+            max_acc_drop=max_acc_drop,
+        )
         rows.append(
             {
                 "step": step,
@@ -65,6 +72,12 @@ def main() -> None:
     parser.add_argument(
         "--min-z", type=float, default=2.0, help="the run's safecompress.min_z (default 2)"
     )
+    parser.add_argument(
+        "--max-acc-drop",
+        type=float,
+        default=1.0,
+        help="the run's safecompress.max_acc_drop (default 1: no floor)",
+    )
     args = parser.parse_args()
     frames = []
     for path in sorted(args.results.glob("*/**/density*/seed*/updates.csv")):
@@ -74,7 +87,9 @@ def main() -> None:
             continue
         density = float(parts[-3].removeprefix("density"))
         frames.append(
-            pd.DataFrame(update_rows(path, args.min_z)).assign(method=method, density=density)
+            pd.DataFrame(update_rows(path, args.min_z, args.max_acc_drop)).assign(
+                method=method, density=density
+            )
         )
     if not frames:
         raise SystemExit(f"no SafeCompress candidate logs under {args.results}")

@@ -17,7 +17,7 @@ def load_report():
     return module
 
 
-def row(step, rung, candidate, score, score_z, leakage, selected=False):
+def row(step, rung, candidate, score, score_z, leakage, selected=False, val_acc=0.8):
     return {
         "step": step,
         "rung": rung,
@@ -28,7 +28,7 @@ def row(step, rung, candidate, score, score_z, leakage, selected=False):
         "score_z": score_z,
         "leakage": leakage,
         "leakage_diff_se": 0.01,
-        "val_acc": 0.8,
+        "val_acc": val_acc,
     }
 
 
@@ -37,7 +37,7 @@ def test_the_first_rung_decision_is_compared_with_the_kept_candidate(tmp_path):
         [
             # step 40: candidate 1 leads at the first rung by z 3, DST's own is kept at the end
             row(40, 0, 0, 0.5, 0.0, 0.20),
-            row(40, 0, 1, 0.6, 3.0, 0.10),
+            row(40, 0, 1, 0.6, 3.0, 0.10, val_acc=0.7),
             row(40, 1, 0, 0.6, 0.0, 0.20, selected=True),
             row(40, 1, 1, 0.5, -1.0, 0.25),
             # step 80: candidate 1 leads at the first rung by z 1 (kept there: DST's), and is
@@ -56,3 +56,9 @@ def test_the_first_rung_decision_is_compared_with_the_kept_candidate(tmp_path):
     assert rows[1]["leakage_gain"] == 0.20 - 0.05
     # with the paper's argmax rule, step 80's first rung already keeps candidate 1
     assert [r["first_rung_same"] for r in load_report().update_rows(path, 0.0)] == [False, True]
+    # with an accuracy floor of 5 points, step 40's first rung refuses candidate 1 (10 points
+    # less accurate than DST's), as the whole look-ahead did
+    assert [r["first_rung_same"] for r in load_report().update_rows(path, 2.0, 0.05)] == [
+        True,
+        False,
+    ]
