@@ -294,17 +294,30 @@ def documentation():
                 yield path, token.string
 
 
+SETTING = ("datasets", "split_seeds", "seeds", "densities", "data", "model", "train", "shadow")
+
+
 def test_clean_evidence_config_is_the_evidence_setting_without_canaries():
     evidence, clean = (
         load_yaml(CONFIG / f"{name}.yaml") for name in ("evidence", "evidence_clean")
     )
-    setting = ["datasets", "split_seeds", "seeds", "densities", "data", "model", "train"]
-    assert {key: clean[key] for key in setting} == {key: evidence[key] for key in setting}
-    assert (clean["shadow"], clean["sparse"]) == (evidence["shadow"], evidence["sparse"])
+    assert {key: clean[key] for key in SETTING} == {key: evidence[key] for key in SETTING}
+    assert (clean["sparse"], clean["safecompress"]) == (
+        evidence["sparse"],
+        evidence["safecompress"],
+    )
     assert clean["evaluation"] == {**evidence["evaluation"], "canaries": 0}
-    merged = copy.deepcopy(DEFAULT)
-    update_config(merged, clean)  # as `snakemake --configfile` merges it onto the default
-    check_config(merged)
+
+
+def test_two_candidate_evidence_is_the_evidence_setting_with_the_default_candidates():
+    evidence, two = (
+        load_yaml(CONFIG / f"{name}.yaml") for name in ("evidence", "evidence_two_candidates")
+    )
+    assert {key: two[key] for key in SETTING} == {key: evidence[key] for key in SETTING}
+    assert (two["sparse"], two["evaluation"]) == (evidence["sparse"], evidence["evaluation"])
+    assert "safecompress" not in two  # the default's candidates: the four's first and last
+    four = evidence["safecompress"]["strategies"]
+    assert [four[0], four[-1]] == DEFAULT["safecompress"]["strategies"]
 
 
 def test_documentation_names_only_paths_that_exist():
