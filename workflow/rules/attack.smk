@@ -15,6 +15,8 @@ rule fit_attacker:
         )
     wildcard_constraints:
         attack="|".join(specs.NETWORK_ATTACKS),
+    # with the training jobs: started last, it held up the dense target's attack and the tables
+    priority: 1
     conda:
         ENV
     resources:

@@ -30,13 +30,9 @@ from safecompress.privacy.metrics import (
     WORST_CASE_METRICS,
     WORST_CASE_PREFIX,
     attack_metrics,
-    balanced_accuracy,
     binary_problem,
     fpr_is_resolved,
     membership_scores,
-    roc_auc,
-    tpr_at_fpr,
-    tpr_at_zero_fpr,
 )
 
 METHOD = "percentile"
@@ -263,20 +259,6 @@ def metric_intervals(
     return intervals
 
 
-def _point_metric(metric: str, is_member: np.ndarray, values: np.ndarray) -> float:
-    """One `ATTACK_METRICS` entry on the original sample, through `safecompress.privacy.metrics`."""
-    if metric in PREDICTION_METRICS:
-        accuracy = balanced_accuracy(is_member, values)
-        return accuracy if metric == "attack_acc" else 2 * accuracy - 1
-    if metric == "auc":
-        return roc_auc(is_member, values)
-    if metric == "tpr_at_0fpr":
-        return tpr_at_zero_fpr(is_member, values)
-    if metric in TPR_AT_FPR:
-        return tpr_at_fpr(is_member, values, TPR_AT_FPR[metric])
-    raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(ATTACK_METRICS)}")
-
-
 def paired_differences(
     is_member: np.ndarray,
     values_a: np.ndarray,
@@ -310,12 +292,12 @@ def paired_differences(
     else:
         is_member, values_a = membership_scores(is_member, values_a)
         _, values_b = membership_scores(is_member, values_b)
-    differences = {
-        metric: _point_metric(metric, is_member, values_a)
-        - _point_metric(metric, is_member, values_b)
+    n_nonmembers = np.count_nonzero(~is_member)
+    resolved = [
+        metric
         for metric in metrics
-    }
-    resolved = [metric for metric in metrics if not np.isnan(differences[metric])]
+        if metric not in TPR_AT_FPR or fpr_is_resolved(n_nonmembers, TPR_AT_FPR[metric])
+    ]
     results = {metric: (float("nan"),) * 3 for metric in metrics}
     if resolved:
         statistic_a, statistic_b = (
@@ -328,9 +310,15 @@ def paired_differences(
         def delta(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
             return statistic_a(member_idx, nonmember_idx) - statistic_b(member_idx, nonmember_idx)
 
+        # the differences themselves: the statistic on the sample as drawn (one "resample"
+        # that takes every sample once), the same code as each resample's
+        identity = [np.arange(n)[None] for n in (np.count_nonzero(is_member), n_nonmembers)]
+        differences = delta(*identity)[:, 0]
         low, high = _stratified_bootstrap(is_member, delta, n_resamples, seed, confidence)
-        for metric, lo, hi in zip(resolved, low.tolist(), high.tolist(), strict=True):
-            results[metric] = (float(differences[metric]), lo, hi)
+        for metric, point, lo, hi in zip(
+            resolved, differences.tolist(), low.tolist(), high.tolist(), strict=True
+        ):
+            results[metric] = (point, lo, hi)
     return results
 
 

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from opacus.grad_sample import GradSampleModule
-from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -62,6 +60,10 @@ def _materialised(
     module: nn.Module, a: torch.Tensor, b: torch.Tensor, masks: dict[nn.Parameter, torch.Tensor]
 ) -> LayerPart:
     """Any other layer: its per-sample gradients from Opacus's sampler for its type."""
+    # imported here: Opacus takes a second to import, and an MLP never comes here
+    from opacus.grad_sample import GradSampleModule
+    from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
+
     sampler = GradSampleModule.GRAD_SAMPLERS.get(type(module), ft_compute_per_sample_gradient)
     grads = {
         p: g * masks[p] if p in masks else g
