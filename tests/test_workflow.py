@@ -287,16 +287,18 @@ def test_report_has_every_figure_and_table_with_its_caption(run):
             assert first_words in report, caption.name
 
 
-def dry_run(workdir: Path, tmp_path: Path, **changes) -> str:
+def dry_run(workdir: Path, tmp_path: Path, overlay: dict | None = None, **changes) -> str:
     """What a dry run with the tiny config, changed, says it would run (a mapping adds to the
-    section's keys; an empty one empties it)."""
+    section's keys; an empty one empties it), with `overlay` given after it as a config file
+    of its own (Snakemake merges it in)."""
     config = yaml.safe_load(TINY.read_text())
     for section, values in changes.items():
         merge = isinstance(values, dict) and values
         config[section] = config[section] | values if merge else values
-    path = tmp_path / "changed.yaml"
-    path.write_text(yaml.safe_dump(config))
-    command = snakemake_command(workdir, [path], "--cores", "1", "--dry-run", "--printshellcmds")
+    paths = [tmp_path / "changed.yaml", tmp_path / "overlay.yaml"][: 1 + (overlay is not None)]
+    for path, content in zip(paths, (config, overlay), strict=False):
+        path.write_text(yaml.safe_dump(content))
+    command = snakemake_command(workdir, paths, "--cores", "1", "--dry-run", "--printshellcmds")
     result = subprocess.run(
         command, capture_output=True, text=True, env=workflow_env(), timeout=HUNG_STEP_S
     )
@@ -307,9 +309,11 @@ def dry_run(workdir: Path, tmp_path: Path, **changes) -> str:
 WILDCARDS = re.compile(r"wildcards: ([^\n]*)")
 
 
-def dry_run_methods(workdir: Path, tmp_path: Path, **changes) -> set[str]:
+def dry_run_methods(
+    workdir: Path, tmp_path: Path, overlay: dict | None = None, **changes
+) -> set[str]:
     """The `method` wildcards of the jobs a dry run with the tiny config, changed, would run."""
-    return set(re.findall(r"method=([^,\s]+)", dry_run(workdir, tmp_path, **changes)))
+    return set(re.findall(r"method=([^,\s]+)", dry_run(workdir, tmp_path, overlay, **changes)))
 
 
 def test_a_config_change_reruns_only_the_jobs_that_read_it(run, tmp_path):
@@ -347,6 +351,16 @@ def test_the_validity_analysis_runs_where_candidates_are_logged(tmp_path):
 def test_ablations_run_only_with_safecompress(tmp_path):
     planned = dry_run_methods(tmp_path, tmp_path, methods=["dst"], curves={})
     assert planned == {"dense", "dst"}
+
+
+def test_null_in_an_overlay_switches_off_its_bases_curves_and_ablation(tmp_path):
+    """An overlay's mapping is merged into its base's (an empty one changes nothing): null is
+    how config/evidence_two_candidates.yaml leaves out config/evidence.yaml's curves and
+    ablations."""
+    methods = yaml.safe_load(TINY.read_text())["methods"]
+    merged = dry_run_methods(tmp_path, tmp_path, overlay={"curves": {}, "ablation": {}})
+    off = dry_run_methods(tmp_path, tmp_path, overlay={"curves": None, "ablation": None})
+    assert off == {"dense", *methods} < merged
 
 
 def test_curve_points_run_at_every_density_and_replicate_with_their_references(tmp_path):

@@ -100,10 +100,11 @@ def attack_tables(wildcards=None):
 
 def ablation_variants():
     """One variant per swept value: lambda_<x>, n_<N>, set_<name>, setting_<name>; none
-    without safecompress. Each variant's sections are checked here, before any work."""
+    without safecompress or with `ablation: null`. Each variant's sections are checked here,
+    before any work."""
     from safecompress.config.settings import check_section
 
-    if "safecompress" not in METHODS:
+    if "safecompress" not in METHODS or config["ablation"] is None:
         return []
     sweeps = config["ablation"]
     variants = (

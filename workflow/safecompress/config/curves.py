@@ -51,7 +51,7 @@ def curve_points(config: dict[str, Any]) -> list[CurvePoint]:
     the key): the method is one of `methods`, it reads the swept key, each value passes the
     schema of its section and differs from the method's own setting (its default point)."""
     points = []
-    for method, sweeps in config["curves"].items():
+    for method, sweeps in (config["curves"] or {}).items():
         swept: set[str] = set()
         if method not in config["methods"]:
             raise ConfigError(

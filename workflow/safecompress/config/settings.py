@@ -97,7 +97,8 @@ def check_config(config: dict[str, Any]) -> None:
                 f"images; give data.{name} its own train section with `augment: none`"
             )
     n_strategies = len(config["safecompress"]["strategies"])
-    too_many = [n for n in config["ablation"]["n_candidates"] if n > n_strategies]
+    swept = config["ablation"]["n_candidates"] if config["ablation"] else []
+    too_many = [n for n in swept if n > n_strategies]
     if too_many:
         raise ConfigError(
             f"config key ablation.n_candidates: {too_many} exceed the {n_strategies} "
