@@ -79,6 +79,22 @@ def test_every_step_has_a_help(helps, name):
     assert f"python -m safecompress.steps.{name}" in shown["stdout"]
 
 
+def test_the_collector_is_off_only_while_a_step_starts():
+    """Run as `python -m`, a step imports with the garbage collector off; `cli.run` turns it
+    back on before the step's work, and an import by a library user leaves it alone."""
+    program = (
+        "import gc, sys; from safecompress.steps import cli; before = gc.isenabled(); "
+        "cli.run(lambda argv: print(before, gc.isenabled()), [])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    for argv0, shown in (("-m", "False True"), ("-c", "True True")):
+        code = program.replace("import gc, sys;", f"import gc, sys; sys.argv[0] = {argv0!r};")
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.stdout.strip() == shown, done.stderr
+
+
 @pytest.fixture(scope="module")
 def split_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("split") / "split.csv"

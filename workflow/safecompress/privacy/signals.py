@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -126,22 +126,47 @@ def read_shadows(
     return pd.concat(signals, ignore_index=True), matrix, queries
 
 
-def population(target: pd.DataFrame, shadow: pd.DataFrame) -> Population:
-    """RMIA's population from signals: the target's rows on it (`data.splits.rmia_population`),
-    each sample's mean true-class probability under the references, none of which trained on
-    it, and the offline a tuned on the references (`reference.tune_rmia_offline_a`)."""
-    from safecompress.privacy.attacks import Population
+class RmiaCalibration(NamedTuple):
+    """What RMIA reads off the references for one population, the same for every target
+    attacked on it: the population samples (pool indices, ascending), each one's mean
+    true-class probability under the references, none of which trained on it, and the offline
+    a tuned on the references (`reference.tune_rmia_offline_a`)."""
+
+    index: np.ndarray
+    reference_probability: np.ndarray
+    offline_a: float
+
+
+def rmia_calibration(population_index: np.ndarray, shadow: pd.DataFrame) -> RmiaCalibration:
+    """`RmiaCalibration` of the references' signals `shadow` for the population samples
+    `population_index` (`data.splits.rmia_population`): computed once per set of references."""
     from safecompress.privacy.attacks.reference import tune_rmia_offline_a
     from safecompress.privacy.attacks.scores import confidence, softmax
 
-    shadow = shadow.assign(probability=confidence(softmax(logits_of(shadow)), shadow["label"]))
-    out = shadow[(shadow["set"] == "non-member") & shadow["index"].isin(target["index"])]
+    shadow = shadow.assign(
+        probability=confidence(softmax(logits_of(shadow)), shadow["label"]),
+        member=(shadow["set"] == "member").astype(float),  # numbers: one block to pivot
+    )
+    out = shadow[(shadow["set"] == "non-member") & shadow["index"].isin(population_index)]
     reference = out.groupby("index")["probability"].mean()
-    rows = target.set_index("index").loc[reference.index]
     # NaN where a reference has no signal: a matched one's held-out `reference` stand-in
     probs = shadow.pivot(index="shadow", columns="index", values="probability")
-    is_member = shadow.pivot(index="shadow", columns="index", values="set") == "member"
+    is_member = shadow.pivot(index="shadow", columns="index", values="member").to_numpy() == 1
     offline_a, _ = tune_rmia_offline_a(
-        probs.to_numpy(), is_member.to_numpy(), probs.columns.isin(reference.index)
+        probs.to_numpy(), is_member, probs.columns.isin(reference.index)
     )
-    return Population(logits_of(rows), rows["label"].to_numpy(), reference.to_numpy(), offline_a)
+    return RmiaCalibration(reference.index.to_numpy(), reference.to_numpy(), offline_a)
+
+
+def population(target: pd.DataFrame, calibration: RmiaCalibration) -> Population:
+    """RMIA's population: the target's rows on it (signals of the population samples) with
+    the references' `calibration` of them."""
+    from safecompress.privacy.attacks import Population
+
+    rows = target.set_index("index").loc[calibration.index]
+    return Population(
+        logits_of(rows),
+        rows["label"].to_numpy(),
+        calibration.reference_probability,
+        calibration.offline_a,
+    )

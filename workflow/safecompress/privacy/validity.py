@@ -16,7 +16,12 @@ import pandas as pd
 
 from safecompress.privacy import attacks
 from safecompress.privacy.metrics import TPR_AT_FPR, roc_auc, tpr_at_fpr
-from safecompress.privacy.signals import POPULATION, aligned_queries, population
+from safecompress.privacy.signals import (
+    POPULATION,
+    aligned_queries,
+    population,
+    rmia_calibration,
+)
 
 # The evaluation's attacks each candidate is judged by: the loss attack (what the safety test
 # simulates) and the reference-model attacks that calibrate per sample.
@@ -51,6 +56,7 @@ def candidate_table(
     evaluated = role != POPULATION
     references = aligned_queries(queries, frame[evaluated])
     shadow_signals = attacks.read_signals(shadow, "shadow")
+    calibration = rmia_calibration(index[~evaluated], shadow)  # the same for every candidate
     rows = []
     for row, candidate in enumerate(logits):
         table = frame.assign(**{f"logit_{c}": candidate[:, c] for c in range(candidate.shape[1])})
@@ -59,7 +65,7 @@ def candidate_table(
             target=target,
             shadow=shadow_signals,
             references=references,
-            population=population(table[~evaluated], shadow),
+            population=population(table[~evaluated], calibration),
         )
         for attack, (score, _) in attacks.run_attacks(inputs, attack_names, seed).items():
             metric = "tpr_at_1pct_fpr"

@@ -59,6 +59,7 @@ from safecompress.privacy.signals import (
     logits_of,
     population,
     read_shadows,
+    rmia_calibration,
     signal_table,
 )
 from safecompress.sparse.engine import measured_density
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # every signal of the target, once: the evaluated samples, RMIA's population, the canaries
     computed = signal_table(model, data, _queried_sets(data, meta["seed"]))
     signals = computed[computed["set"] != POPULATION].reset_index(drop=True)
+    on_population = computed[computed["set"] == POPULATION]
     is_canary = signals["set"].isin(CANARY_SETS).to_numpy()
     evaluated = signals[~is_canary]
     inputs = attacks.with_adversaries(
@@ -87,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             target=_target(model, data, evaluated, needs_features),
             shadow=attacks.read_signals(shadow_signals, "shadow", shadow_features),
             references=aligned_queries(queries, evaluated),
-            population=population(computed[computed["set"] == POPULATION], shadow_signals),
+            population=population(
+                on_population, rmia_calibration(on_population["index"], shadow_signals)
+            ),
             adversaries=dict(load_adversary(path) for path in args.adversaries),
         ),
         evaluation.attacks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from safecompress.config.settings import (
     for_dataset,
     load_yaml,
 )
+from safecompress.steps import COLLECT_AFTER_IMPORTS
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -148,6 +150,9 @@ def read_recipe(args: argparse.Namespace) -> Recipe:
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
     """Run a step: progress to stderr; a bad input ends in one line naming it and exit code 2."""
+    if COLLECT_AFTER_IMPORTS:  # the collector was off for the start-up's imports
+        gc.freeze()  # what they created is never scanned again
+        gc.enable()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
