@@ -14,6 +14,7 @@ import torch
 from helpers import HUNG_STEP_S, SHORT_TRAINING
 from safecompress.data.batches import TrainBatches
 from safecompress.data.splits import Samples
+from safecompress.privacy.attacks.learned import ATTACKER_LR
 from safecompress.training import loop
 from safecompress.training.loop import fit, seed_everything
 from safecompress.training.models import build_model
@@ -182,6 +183,34 @@ def test_training_is_deterministic_for_a_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert history_a.equals(history_b)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_optimisers_foreach_steps_equal_the_per_tensor_loop_bit_for_bit():
+    """make_optimizer's SGD and the attackers' Adam run torch's foreach kernels for speed; the
+    weights they train must be those of the CPU default (a loop over the tensors) exactly."""
+    x = torch.randn(32, 10, generator=torch.Generator().manual_seed(0))
+    y = (x.sum(1) > 0).long()
+
+    def trained(make, foreach):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)
+        )
+        optimizer = make(model, foreach=foreach)
+        for _ in range(20):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return [p.detach() for p in model.parameters()]
+
+    sgd = loop.make_optimizer(torch.nn.Linear(1, 1), SHORT_TRAINING)[0].defaults
+    assert sgd["foreach"]
+    for make in (
+        lambda m, **kw: torch.optim.SGD(m.parameters(), **{**sgd, **kw}),
+        lambda m, **kw: torch.optim.Adam(m.parameters(), lr=ATTACKER_LR, **kw),
+    ):
+        fast, slow = trained(make, True), trained(make, False)
+        assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
 
 
 def test_long_epochs_log_progress_at_a_bounded_rate(caplog, monkeypatch):

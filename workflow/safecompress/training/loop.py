@@ -64,6 +64,8 @@ def make_optimizer(
         momentum=spec.momentum,
         nesterov=spec.nesterov and spec.momentum > 0,
         weight_decay=spec.weight_decay,
+        foreach=True,  # one kernel per operation for all tensors (the CPU default loops in
+        # Python): the same arithmetic, bit for bit
     )
     milestones = sorted({max(1, round(f * spec.epochs)) for f in spec.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=spec.gamma)

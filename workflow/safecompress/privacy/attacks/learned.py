@@ -299,7 +299,8 @@ def _fit_attacker(
     with _one_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # initialisation, shuffling and dropout; restored on exit
         module = build()
-        optimizer = torch.optim.Adam(module.parameters(), lr=ATTACKER_LR)
+        # foreach: the CPU default's per-tensor loop, bit for bit, about a fifth faster
+        optimizer = torch.optim.Adam(module.parameters(), lr=ATTACKER_LR, foreach=True)
         best_loss, best_state, stale = math.inf, copy.deepcopy(module.state_dict()), 0
         for _ in range(epochs):
             module.train()
