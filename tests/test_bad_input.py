@@ -11,7 +11,7 @@ from helpers import HUNG_STEP_S, REPO, TINY, changed, snakemake_command, workflo
 from safecompress.config.settings import ConfigError, check_config
 from safecompress.io import read_csv
 from safecompress.privacy.signals import SIGNAL_COLUMNS
-from safecompress.steps import attack, cli
+from safecompress.steps import attack, cli, summarize
 
 TINY_CONFIG = yaml.safe_load(TINY.read_text())
 
@@ -119,3 +119,10 @@ def test_evaluate_refuses_a_corrupt_model_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith(f"error: {model}: not a readable SafeCompress model file")
     assert not (tmp_path / "out").exists()
+
+
+def test_summarize_with_no_table_to_write_says_so(capsys):
+    with pytest.raises(SystemExit) as stop:
+        summarize.main(["--inputs", "attacks.csv"])
+    assert stop.value.code == 2
+    assert "nothing to write" in capsys.readouterr().err

@@ -123,7 +123,7 @@ rule attack:
 
 
 rule summarize:
-    """summary.csv (every model x attack), the paper-style tables and the paired differences."""
+    """summary.csv (every model x attack) and the paper-style tables."""
     input:
         attack_tables,
     output:
@@ -138,13 +138,34 @@ rule summarize:
             caption="../report/paper_table.rst",
             category="Tables",
         ),
-        paired=report(
+    log:
+        results("logs/summarize.log"),
+    # first of the jobs the last attack makes ready: the figures wait for it
+    priority: 1
+    conda:
+        ENV
+    resources:
+        **RESOURCES,
+    shell:
+        "python -m safecompress.steps.summarize --inputs {input} --summary {output.summary}"
+        " --paper-table {output.paper} --markdown {output.markdown} > {log} 2>&1"
+
+
+rule paired:
+    """paired.csv: every method against DST and SafeCompress on the same samples, differences
+    with bootstrap intervals (a job of its own: no figure waits for its resamples)."""
+    input:
+        attack_tables,
+    output:
+        report(
             results("tables/paired.csv"),
             caption="../report/paired.rst",
             category="Tables",
         ),
     log:
-        results("logs/summarize.log"),
+        results("logs/paired.log"),
+    # first of the jobs the last attack makes ready: the longest of them
+    priority: 1
     conda:
         ENV
     resources:
@@ -152,8 +173,7 @@ rule summarize:
     params:
         bootstrap=config["evaluation"]["bootstrap"],
     shell:
-        "python -m safecompress.steps.summarize --inputs {input} --summary {output.summary}"
-        " --paper-table {output.paper} --markdown {output.markdown} --paired {output.paired}"
+        "python -m safecompress.steps.summarize --inputs {input} --paired {output}"
         " --bootstrap {params.bootstrap} > {log} 2>&1"
 
 
@@ -196,6 +216,8 @@ rule summarize_ablation:
         paired=results("tables/ablation_paired.csv"),
     log:
         results("logs/summarize_ablation.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     resources:
@@ -228,6 +250,8 @@ rule attack_candidates:
         results(
             "logs/attack_candidates/{dataset}_split{split}_{method}_density{density}_seed{seed}.log"
         ),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     resources:
@@ -257,6 +281,8 @@ rule validity:
         candidates=results("tables/validity_candidates.csv"),
     log:
         results("logs/validity.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     resources:

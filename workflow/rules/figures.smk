@@ -64,6 +64,8 @@ rule figure_training:
         **figure_outputs("{dataset}/training_curves", "training_curves"),
     log:
         results("logs/figures/{dataset}_training_curves.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     params:
@@ -105,6 +107,8 @@ rule figure_layer_density:
         **figure_outputs("{dataset}/layer_density", "layer_density"),
     log:
         results("logs/figures/{dataset}_layer_density.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     params:
@@ -121,6 +125,8 @@ rule figure_ablation:
         **figure_outputs("ablation", "ablation"),
     log:
         results("logs/figures/ablation.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     params:
@@ -137,6 +143,8 @@ rule figure_candidates:
         **figure_outputs("{dataset}/candidates", "candidates"),
     log:
         results("logs/figures/{dataset}_candidates.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     shell:
@@ -151,6 +159,8 @@ rule figure_validity:
         **figure_outputs("validity", "validity"),
     log:
         results("logs/figures/validity.log"),
+    # off the path to the tables: run while attacks queue, not after them
+    priority: 1
     conda:
         ENV
     shell:

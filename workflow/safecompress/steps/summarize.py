@@ -2,7 +2,12 @@
 
     python -m safecompress.steps.summarize --inputs results/*/*/density*/seed*/attacks.csv \\
         --summary results/tables/summary.csv --paper-table results/tables/paper_table.csv \\
-        --markdown results/tables/paper_table.md --paired results/tables/paired.csv
+        --markdown results/tables/paper_table.md
+    python -m safecompress.steps.summarize --inputs results/*/*/density*/seed*/attacks.csv \\
+        --paired results/tables/paired.csv
+
+Each table is written only if its option is given (the workflow computes the paired table in
+a job of its own: its bootstrap takes most of the time, and no figure reads it).
 
 summary.csv:      one row per dataset x method x variant x density x seed x attack (tidy), every
                   metric with its 95 % bootstrap interval (`<metric>_ci_low`, `_ci_high`);
@@ -33,7 +38,7 @@ from safecompress.steps import cli
 def main(argv: Sequence[str] | None = None) -> None:
     p = cli.parser(__spec__.name, __doc__)
     p.add_argument("--inputs", nargs="+", required=True, help="attacks.csv of every model")
-    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--summary", type=Path, help="every model x attack (CSV)")
     p.add_argument("--paper-table", type=Path, help="mean and interval over seeds (CSV)")
     p.add_argument("--markdown", type=Path, help="mean [interval] tables (Markdown)")
     p.add_argument("--paired", type=Path, help="paired differences (CSV)")
@@ -46,9 +51,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of paired intervals")
     args = p.parse_args(argv)
+    if not (args.summary or args.paper_table or args.markdown or args.paired):
+        p.error("nothing to write: give --summary, --paper-table, --markdown or --paired")
     required = (*tables.KEY, *tables.METRICS)
     summary = tables.summary_table([read_csv(path, required=required) for path in args.inputs])
-    write_csv(summary, args.summary)
+    if args.summary:
+        write_csv(summary, args.summary)
     stats = tables.replicate_statistics(summary)
     if args.paper_table:
         write_csv(stats, args.paper_table)
@@ -58,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.paired:
         baselines = [read_csv(path, required=required) for path in args.baselines]
         write_csv(tables.paired_table(summary, baselines, args.bootstrap), args.paired)
-    print(f"{len(summary)} rows from {len(args.inputs)} models -> {args.summary}")
+    written = [
+        path for path in (args.summary, args.paper_table, args.markdown, args.paired) if path
+    ]
+    print(f"{len(summary)} rows from {len(args.inputs)} models -> {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":
